@@ -1,0 +1,232 @@
+"""`tailor`: the command line, thin over app.core.Tailor (the GUI uses the same core).
+
+Every command takes --json for machine-readable output. Expected failures print
+one line to stderr and exit 1; no traceback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _emit(ctx, data, human) -> None:
+    if ctx.obj["json"]:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        human(data)
+
+
+def _core(ctx):
+    from .core import Tailor
+    if ctx.obj.get("core") is None:
+        t = Tailor()
+        if ctx.obj.get("model"):
+            t.settings.model_path = str(Path(ctx.obj["model"]).expanduser().absolute())
+        if ctx.obj.get("hypernet"):
+            t.settings.hypernet_path = str(Path(ctx.obj["hypernet"]).expanduser().absolute())
+        if ctx.obj.get("threads"):
+            t.settings.threads = ctx.obj["threads"]
+        ctx.obj["core"] = t
+        ctx.call_on_close(t.close)
+    return ctx.obj["core"]
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        from .core import TailorError
+        from .hypernet import HypernetError
+        from .ingest import IngestError
+        from .lora_gguf import AdapterError
+        from .models import ModelError
+        try:
+            return super().invoke(ctx)
+        except (TailorError, HypernetError, AdapterError, ModelError, IngestError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--model", type=click.Path(dir_okay=False), help="base GGUF (default: bundled SmolLM2-135M-Instruct)")
+@click.option("--hypernet", type=click.Path(dir_okay=False), help="hypernetwork ONNX (default: bundled)")
+@click.option("--threads", type=int, default=0, help="CPU threads (default: all)")
+@click.pass_context
+def cli(ctx, as_json, model, hypernet, threads):
+    """Tailor: a local language model that writes like you, adapted from your own documents."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(json=as_json, model=model, hypernet=hypernet, threads=threads)
+
+
+def _progress_bar(label):
+    from tqdm import tqdm
+    bar = tqdm(desc=label, unit="file", file=sys.stderr, leave=False)
+
+    def cb(done, total, path):
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(Path(path).name[-30:] if path else "")
+        bar.refresh()
+    return bar, cb
+
+
+@cli.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--no-adapt", is_flag=True, help="do not regenerate the adapter afterwards")
+@click.pass_context
+def import_(ctx, paths, no_adapt):
+    """Import files and folders (txt, md, html, pdf, docx, eml, mbox, json, jsonl)."""
+    t = _core(ctx)
+    bar, cb = _progress_bar("importing")
+    summary = t.import_paths(paths, progress=cb)
+    bar.close()
+    data = summary.as_dict()
+    if not no_adapt and t.store.profile_stats()["documents"]:
+        data["adapter"] = t.adapt()
+
+    def human(d):
+        click.echo(f"imported {d['imported']}, unchanged {d['unchanged']}, duplicates {d['duplicates']}, "
+                   f"failed {len(d['failed'])}")
+        for f in d["failed"]:
+            click.echo(f"  failed: {f['path']}: {f['error']}")
+        if "adapter" in d:
+            click.echo(f"adapter v{d['adapter']['version']} ready in {d['adapter']['ms']['total']:.0f} ms")
+    _emit(ctx, data, human)
+
+
+@cli.command()
+@click.pass_context
+def docs(ctx):
+    """List imported documents with their status and errors."""
+    data = _core(ctx).docs()
+
+    def human(rows):
+        if not rows:
+            click.echo("no documents yet: `tailor import PATH`")
+        for d in rows:
+            extra = f"  ({d['error']})" if d["error"] else ""
+            click.echo(f"{d['id']:>5}  {d['status']:<9} {d['n_chunks']:>5} chunks  {d['path']}{extra}")
+    _emit(ctx, data, human)
+
+
+@cli.command()
+@click.argument("ident")
+@click.pass_context
+def forget(ctx, ident):
+    """Forget a document (ID or PATH): its text, chunks, embeddings and the adapters made from it."""
+    data = _core(ctx).forget(ident)
+    _emit(ctx, data, lambda d: click.echo(f"forgot {d['forgotten']}; deleted adapters {d['adapters_deleted']}"))
+
+
+@cli.command()
+@click.pass_context
+def info(ctx):
+    """Models, hypernetwork, adapter versions and the data directory."""
+    _emit(ctx, _core(ctx).info(), lambda d: click.echo(json.dumps(d, indent=2, default=str)))
+
+
+@cli.command()
+@click.pass_context
+def adapt(ctx):
+    """Regenerate the adapter from the current profile."""
+    data = _core(ctx).adapt()
+    _emit(ctx, data, lambda d: click.echo(f"adapter v{d['version']} at {d['path']} "
+                                          f"({', '.join(f'{k} {v:.0f} ms' for k, v in d['ms'].items())})"))
+
+
+def _answer_opts(f):
+    f = click.option("--no-adapter", is_flag=True, help="answer with the base model")(f)
+    f = click.option("--scale", type=float, default=None, help="adapter strength (0 = off, 1 = as trained)")(f)
+    f = click.option("--rag/--no-rag", default=None, help="put the top-k matching passages in the prompt")(f)
+    f = click.option("--k", type=int, default=None, help="passages to retrieve")(f)
+    f = click.option("--max-tokens", type=int, default=256)(f)
+    f = click.option("--seed", type=int, default=None, help="sample with this seed (default: greedy)")(f)
+    return f
+
+
+@cli.command()
+@click.argument("prompt")
+@_answer_opts
+@click.pass_context
+def ask(ctx, prompt, no_adapter, scale, rag, k, max_tokens, seed):
+    """Answer one prompt."""
+    ans = _core(ctx).ask(prompt, use_adapter=not no_adapter, scale=scale, rag=rag, k=k, max_tokens=max_tokens,
+                         seed=seed)
+    data = {"text": ans.text, "adapter_version": ans.adapter_version, "sources": ans.sources}
+
+    def human(d):
+        click.echo(d["text"])
+        for s in d["sources"]:
+            click.echo(f"  [source] {s['path']}")
+    _emit(ctx, data, human)
+
+
+@cli.command()
+@_answer_opts
+@click.pass_context
+def chat(ctx, no_adapter, scale, rag, k, max_tokens, seed):
+    """Chat interactively (streaming). Empty line or Ctrl-D ends."""
+    t = _core(ctx)
+    chat_id = t.store.new_chat("terminal chat")
+    history: list[dict] = []
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not line:
+            break
+        msgs = history + [{"role": "user", "content": line}]
+        pieces, sources, active = t.stream(msgs, use_adapter=not no_adapter, scale=scale, rag=rag, k=k,
+                                           max_tokens=max_tokens, seed=seed)
+        click.echo("tailor> ", nl=False)
+        out = []
+        try:
+            for p in pieces:
+                out.append(p)
+                click.echo(p, nl=False)
+        except KeyboardInterrupt:
+            t.engine.stop()
+        click.echo()
+        text = "".join(out).strip()
+        t.store.add_message(chat_id, "user", line)
+        t.store.add_message(chat_id, "assistant", text, active, sources)
+        history = msgs + [{"role": "assistant", "content": text}]
+        for s in sources:
+            click.echo(f"  [source] {s['path']}")
+
+
+@cli.command()
+@click.option("--runs", type=int, default=20, help="adapter swaps to time")
+@click.pass_context
+def bench(ctx, runs):
+    """Speed of the personalization path on this machine (JSON)."""
+    from .bench import run_bench
+    data = run_bench(_core(ctx), runs=runs)
+    _emit(ctx, data, lambda d: click.echo(json.dumps(d, indent=2)))
+
+
+@cli.command()
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.pass_context
+def wipe(ctx, yes):
+    """Delete everything Tailor stored (documents, adapters, chats, settings)."""
+    t = _core(ctx)
+    if not yes and not click.confirm(f"Delete everything in {t.home}?", default=False):
+        click.echo("nothing deleted")
+        return
+    t.wipe()
+    _emit(ctx, {"wiped": str(t.home)}, lambda d: click.echo(f"deleted {d['wiped']}"))
+
+
+def main() -> None:
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,419 @@
+"""The headless core: ingest -> store -> embed -> hypernet -> adapter -> engine.
+
+The CLI and the Qt app are thin layers over ``Tailor``. Models load lazily
+(the embedder on the first import or retrieval, the base model on the first
+answer), each exactly once per process.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import ingest
+from .chunking import chunk_document
+from .lora_gguf import AdapterError, now_iso, write_adapter
+from .models import verify_base_model
+from .paths import data_dir, ensure_private_dir
+from .profile import profile_vector
+from .prompts import with_context
+from .store import Store
+
+KEEP_ADAPTERS = 5
+MAX_PROFILE_CHUNKS = 200_000     # documented profile limit (README); beyond it imports are refused per file
+
+
+class TailorError(RuntimeError):
+    """An expected failure with a message for the person (no traceback)."""
+
+
+@dataclass
+class Settings:
+    model_path: str | None = None      # None: the bundled SmolLM2-135M-Instruct Q4_1
+    hypernet_path: str | None = None   # None: assets/hypernet/hypernet.onnx
+    threads: int = 0                   # 0: all cores
+    gpu_layers: int = 0
+    rag_k: int = 4
+    rag: bool = False
+    use_adapter: bool = True
+    scale: float = 1.0
+    watched: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> "Settings":
+        if not path.is_file():
+            return cls()
+        try:
+            raw = json.loads(path.read_text())
+            return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+        except (ValueError, TypeError):
+            return cls()     # a damaged settings file falls back to defaults rather than blocking the app
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+
+
+@dataclass
+class ImportSummary:
+    imported: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    failed: list[dict] = field(default_factory=list)
+    cancelled: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    text: str
+    adapter_version: int | None
+    sources: list[dict]
+    first_token_ms: float = 0.0
+    tokens_per_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+class Tailor:
+    def __init__(self, home: Path | None = None, settings: Settings | None = None):
+        self.home = ensure_private_dir(Path(home)) if home else data_dir()
+        self.adapter_dir = ensure_private_dir(self.home / "adapters")
+        self.settings_path = self.home / "settings.json"
+        self.settings = settings or Settings.load(self.settings_path)
+        self.store = Store(self.home / "tailor.db")
+        self._embedder = None
+        self._hypernet = None
+        self._engine = None
+        self._spec = None
+        self._lock = threading.RLock()    # model objects are built once, whichever thread asks first
+
+    def close(self) -> None:
+        self.store.close()
+
+    def save_settings(self) -> None:
+        self.settings.save(self.settings_path)
+
+    # --- lazily loaded models ----------------------------------------------------
+    @property
+    def model_path(self) -> Path:
+        return verify_base_model(Path(self.settings.model_path) if self.settings.model_path else None)
+
+    @property
+    def spec(self):
+        with self._lock:
+            if self._spec is None:
+                from .lora_gguf import read_base_spec
+                self._spec = read_base_spec(self.model_path)
+            return self._spec
+
+    @property
+    def embedder(self):
+        with self._lock:
+            if self._embedder is None:
+                from .embed import Embedder
+                self._embedder = Embedder(threads=self.settings.threads or None)
+            return self._embedder
+
+    @property
+    def hypernet(self):
+        with self._lock:
+            if self._hypernet is None:
+                from .hypernet import Hypernet
+                hp = Path(self.settings.hypernet_path) if self.settings.hypernet_path else None
+                self._hypernet = Hypernet(hp, self.spec, threads=self.settings.threads or None)
+            return self._hypernet
+
+    @property
+    def engine(self):
+        with self._lock:
+            if self._engine is None:
+                from .engine import Engine
+                eng = Engine(self.model_path, n_threads=self.settings.threads or None,
+                             n_gpu_layers=self.settings.gpu_layers)
+                latest = self.latest_adapter()
+                if latest is not None:
+                    try:
+                        eng.set_adapter(Path(latest["path"]), self.settings.scale)
+                    except AdapterError:
+                        pass   # a damaged adapter file: answers run without it until the next adapt
+                self._engine = eng
+            return self._engine
+
+    @property
+    def engine_loaded(self) -> bool:
+        return self._engine is not None
+
+    # --- import ------------------------------------------------------------------
+    def import_paths(self, paths: Iterable[Path], progress: Callable[[int, int, str], None] | None = None,
+                     cancel: threading.Event | None = None) -> ImportSummary:
+        """Import files and folders; one bad file fails alone and nothing stored is lost."""
+        summary = ImportSummary()
+        entries = list(ingest.iter_files([Path(p).expanduser() for p in paths]))
+        for i, (path, err) in enumerate(entries):
+            if cancel is not None and cancel.is_set():
+                summary.cancelled = True
+                break
+            if progress:
+                progress(i, len(entries), str(path))
+            outcome = self._import_one(path, err)
+            if outcome == "imported":
+                summary.imported += 1
+            elif outcome == "unchanged":
+                summary.unchanged += 1
+            elif outcome == "duplicate":
+                summary.duplicates += 1
+            else:
+                summary.failed.append({"path": str(path), "error": outcome})
+        if progress:
+            progress(len(entries), len(entries), "")
+        return summary
+
+    def _import_one(self, path: Path, err: Exception | None) -> str:
+        key = str(path.absolute())
+        existing = self.store.document_by_path(key)
+        if err is not None:
+            return self._fail(key, existing, str(err))
+        try:
+            st = path.stat()
+            if existing and existing.status in ("ok", "duplicate") and existing.mtime == st.st_mtime \
+                    and existing.size == st.st_size:
+                return "unchanged"
+            if st.st_size > ingest.MAX_FILE_BYTES:
+                raise ingest.IngestError(f"file is {st.st_size / 2**20:.0f} MB; the limit is "
+                                         f"{ingest.MAX_FILE_BYTES // 2**20} MB per file")
+            sha = file_sha256(path)
+        except OSError as exc:
+            return self._fail(key, existing, f"cannot read file: {exc.strerror or exc}")
+        except ingest.IngestError as exc:
+            return self._fail(key, existing, str(exc))
+        if existing and existing.sha256 == sha and existing.status in ("ok", "duplicate"):
+            self.store.write(lambda c: c.execute("UPDATE documents SET mtime=?, size=? WHERE id=?",
+                                                 (st.st_mtime, st.st_size, existing.id)))
+            return "unchanged"
+        twin = self.store.find_by_sha(sha, key)
+        if twin is not None:
+            self.store.put_document(path=key, sha256=sha, mtime=st.st_mtime, size=st.st_size, title=twin.title,
+                                    status="duplicate", error=f"same content as {twin.path}", duplicate_of=twin.id)
+            return "duplicate"
+        try:
+            doc = ingest.extract(path)
+            chunks = chunk_document(doc.title, doc.text)
+            if not chunks:
+                raise ingest.IngestError("no text found")
+            total = self.store.profile_stats()["chunks"]
+            if total + len(chunks) > MAX_PROFILE_CHUNKS:
+                raise ingest.IngestError(f"the profile is full ({total} chunks; limit {MAX_PROFILE_CHUNKS}); "
+                                         "forget some documents first")
+        except ingest.IngestError as exc:
+            return self._fail(key, existing, str(exc), sha=sha, st=st)
+        except (RecursionError, MemoryError, UnicodeError, ValueError, OSError) as exc:
+            return self._fail(key, existing, f"could not read file: {type(exc).__name__}: {exc}", sha=sha, st=st)
+        self.store.put_document(path=key, sha256=sha, mtime=st.st_mtime, size=st.st_size, title=doc.title,
+                                status="ok", chunks=chunks)
+        return "imported"
+
+    def _fail(self, key: str, existing, error: str, sha=None, st=None) -> str:
+        """Record a failure; a document that was good before keeps its stored text."""
+        if existing is None or existing.status == "failed":
+            self.store.put_document(path=key, sha256=sha, mtime=st.st_mtime if st else None,
+                                    size=st.st_size if st else None, title=None, status="failed", error=error)
+        return error
+
+    def docs(self) -> list[dict]:
+        return [d.as_dict() for d in self.store.documents()]
+
+    def forget(self, ident: str) -> dict:
+        """Remove a document (by id or path), its chunks, embeddings and index entries, and every
+        adapter derived from it; then regenerate the adapter from what remains."""
+        doc = None
+        if str(ident).isdigit():
+            doc = self.store.document(int(ident))
+        if doc is None:
+            doc = self.store.document_by_path(str(Path(ident).expanduser().absolute()))
+        if doc is None:
+            raise TailorError(f"no document {ident!r}; `tailor docs` lists them")
+        tainted = self.store.adapters_using(doc.id)
+        self.store.delete_document(doc.id)
+        # duplicates of it keep nothing of their own; drop them too so no trace of the content remains
+        for d in self.store.documents():
+            if d.duplicate_of == doc.id or (d.status == "duplicate" and d.sha256 == doc.sha256):
+                self.store.delete_document(d.id)
+        for a in tainted:
+            self._delete_adapter(a)
+        if self._engine is not None and tainted and self._engine.adapter_path and \
+                str(self._engine.adapter_path) in {a["path"] for a in tainted}:
+            self._engine.set_adapter(None)
+        self.store.vacuum()
+        result = {"forgotten": doc.path, "adapters_deleted": [a["version"] for a in tainted]}
+        if self.store.profile_stats()["documents"]:
+            result["adapter"] = self.adapt()
+        return result
+
+    # --- adapter -----------------------------------------------------------------
+    def embed_pending(self, progress: Callable[[int, int, str], None] | None = None) -> int:
+        emb_id = self._embedder_id()
+        done = 0
+        while batch := self.store.chunks_without_embedding(emb_id, 256):
+            vecs = self.embedder.embed([t for _, t in batch])
+            self.store.put_embeddings(emb_id, [i for i, _ in batch], vecs)
+            done += len(batch)
+            if progress:
+                progress(done, done + len(self.store.chunks_without_embedding(emb_id, 1)), "embedding")
+        return done
+
+    def _embedder_id(self) -> str:
+        from .models import EMBEDDER_ID
+        return EMBEDDER_ID
+
+    def latest_adapter(self) -> dict | None:
+        for a in self.store.adapters():
+            if Path(a["path"]).is_file():
+                return a
+        return None
+
+    def adapt(self, load: bool | None = None, progress=None) -> dict:
+        """Profile -> adapter -> live model. A failure at any step keeps the last good adapter."""
+        t0 = time.perf_counter()
+        ms = {}
+        self.embed_pending(progress)
+        ms["embed"] = (time.perf_counter() - t0) * 1000
+        stats = self.store.profile_stats()
+        if stats["documents"] == 0:
+            raise TailorError("the profile is empty: import some of your documents first (`tailor import PATH`)")
+        t = time.perf_counter()
+        hyper = self.hypernet
+        vec = profile_vector((v for _, v in self.store.iter_embeddings(self._embedder_id())), hyper.pooling)
+        fingerprint = self.store.profile_fingerprint(self._embedder_id())
+        adapter = hyper.generate(vec)
+        ms["hypernet"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        version_hint = (self.store.adapters()[0]["version"] + 1) if self.store.adapters() else 1
+        path = self.adapter_dir / f"adapter-v{version_hint:04d}-{fingerprint[:8]}.gguf"
+        adapter.metadata.update({"profile_fingerprint": fingerprint, "created": now_iso(),
+                                 "base_model": self.model_path.name})
+        write_adapter(adapter, path, self.spec)
+        ms["write"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        try:
+            if load or (load is None and self._engine is not None):
+                self.engine.set_adapter(path, self.settings.scale if self.settings.use_adapter else 0.0)
+            else:
+                from .lora_gguf import read_adapter
+                read_adapter(path, self.spec)      # validate now even when no model is loaded
+        except Exception:
+            path.unlink(missing_ok=True)
+            raise
+        ms["load"] = (time.perf_counter() - t) * 1000
+        ms["total"] = (time.perf_counter() - t0) * 1000
+        version = self.store.add_adapter(path=str(path), profile_fingerprint=fingerprint, hypernet_id=hyper.id,
+                                         n_documents=stats["documents"], n_chunks=stats["chunks"], timings=ms,
+                                         document_ids=self.store.ok_document_ids())
+        for old in self.store.adapters()[KEEP_ADAPTERS:]:
+            self._delete_adapter(old)
+        return {"version": version, "path": str(path), "ms": {k: round(v, 2) for k, v in ms.items()}}
+
+    def _delete_adapter(self, a: dict) -> None:
+        self.store.delete_adapter(a["version"])
+        Path(a["path"]).unlink(missing_ok=True)
+
+    # --- retrieval ---------------------------------------------------------------
+    def retrieve(self, query: str, k: int) -> list[dict]:
+        """Hybrid retrieval: BM25 (FTS5) and cosine rankings fused by reciprocal rank."""
+        if k <= 0 or self.store.profile_stats()["chunks"] == 0:
+            return []
+        self.embed_pending()
+        q = self.embedder.embed([query])[0]
+        scored: list[tuple[float, int]] = []
+        for ids, vecs in self.store.iter_embeddings(self._embedder_id()):
+            sims = vecs @ q
+            top = np.argsort(-sims)[: 4 * k]
+            scored.extend((float(sims[j]), int(ids[j])) for j in top)
+        vector_rank = [cid for _, cid in sorted(scored, reverse=True)[: 4 * k]]
+        keyword_rank = self.store.keyword_search(query, 4 * k)
+        fused: dict[int, float] = {}
+        for ranking in (vector_rank, keyword_rank):
+            for r, cid in enumerate(ranking):
+                fused[cid] = fused.get(cid, 0.0) + 1.0 / (60 + r)
+        best = sorted(fused, key=lambda c: -fused[c])[:k]
+        texts = self.store.chunk_texts(best)
+        return [{"chunk_id": c, "path": texts[c][1], "text": texts[c][0], "score": round(fused[c], 5)}
+                for c in best if c in texts]
+
+    # --- answers -----------------------------------------------------------------
+    def _prepare(self, messages: list[dict], use_adapter: bool | None, scale: float | None, rag: bool | None,
+                 k: int | None) -> tuple[str, list[dict], int | None]:
+        use_adapter = self.settings.use_adapter if use_adapter is None else use_adapter
+        scale = self.settings.scale if scale is None else scale
+        rag = self.settings.rag if rag is None else rag
+        eng = self.engine
+        latest = self.latest_adapter()
+        active = None
+        if use_adapter and latest is not None:
+            if eng.adapter_path is None or str(eng.adapter_path) != latest["path"]:
+                eng.set_adapter(Path(latest["path"]), scale)
+            eng.set_scale(scale)
+            active = latest["version"] if scale != 0 else None
+        else:
+            eng.set_scale(0.0)
+        sources = self.retrieve(messages[-1]["content"], k or self.settings.rag_k) if rag else []
+        prompt = eng.chat_prompt(with_context(messages, [s["text"] for s in sources]))
+        return prompt, sources, active
+
+    def stream(self, messages: list[dict], *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256,
+               seed=None) -> tuple[Iterator[str], list[dict], int | None]:
+        prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k)
+        return self.engine.stream(prompt, max_tokens=max_tokens, seed=seed), sources, active
+
+    def ask(self, prompt: str, *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256, seed=None,
+            history: list[dict] | None = None) -> Answer:
+        messages = (history or []) + [{"role": "user", "content": prompt}]
+        full_prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k)
+        g = self.engine.complete(full_prompt, max_tokens=max_tokens, seed=seed)
+        return Answer(g.text, active, sources, round(g.first_token_ms, 1), round(g.tokens_per_s, 1))
+
+    # --- info / wipe ---------------------------------------------------------------
+    def info(self) -> dict:
+        out = {"data_dir": str(self.home), "database": str(self.store.path), "schema": self.store.schema_version(),
+               "profile": self.store.profile_stats(), "settings": asdict(self.settings)}
+        try:
+            out["base_model"] = {"path": str(self.model_path), "fingerprint": self.spec.fingerprint(),
+                                 "architecture": self.spec.architecture, "layers": self.spec.n_layer}
+        except Exception as exc:
+            out["base_model"] = {"error": str(exc)}
+        try:
+            out["hypernet"] = self.hypernet.info()
+        except Exception as exc:
+            out["hypernet"] = {"error": str(exc)}
+        out["embedder"] = self._embedder_id()
+        out["adapters"] = [{k: a[k] for k in ("version", "path", "n_documents", "n_chunks", "timings", "created_at")}
+                           for a in self.store.adapters()]
+        return out
+
+    def wipe(self) -> None:
+        """Delete everything Tailor stored: database, adapters, settings."""
+        if self._engine is not None:
+            self._engine.set_adapter(None)
+        self.store.close()
+        shutil.rmtree(self.home, ignore_errors=True)

@@ -1,0 +1,156 @@
+"""llama.cpp inference with LoRA hot swap.
+
+The base model is loaded once. A new adapter is attached to the live context
+with ``llama_adapter_lora_init`` + ``llama_set_adapters_lora`` and the KV cache
+is cleared (cached keys/values were computed under the old adapter); the
+previous adapter is freed. Nothing reloads the base weights.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .lora_gguf import AdapterError, read_adapter, read_base_spec
+from .prompts import render_chat
+
+
+@dataclass
+class Generation:
+    text: str
+    n_tokens: int
+    first_token_ms: float
+    tokens_per_s: float
+
+
+class Engine:
+    loads = 0   # how many times any Engine loaded a base model (tests check hot swap never reloads)
+
+    def __init__(self, model_path: Path, *, n_ctx: int = 2048, n_threads: int | None = None,
+                 n_gpu_layers: int = 0, logits_all: bool = False):
+        import llama_cpp
+        self._llama_cpp = llama_cpp
+        self.model_path = Path(model_path)
+        self.spec = read_base_spec(self.model_path)
+        self.llm = llama_cpp.Llama(
+            model_path=str(self.model_path), n_ctx=n_ctx, n_threads=n_threads or max(1, os.cpu_count() or 1),
+            n_gpu_layers=n_gpu_layers, logits_all=logits_all, verbose=False, seed=0)
+        Engine.loads += 1
+        self.template = self.llm.metadata.get("tokenizer.chat_template")
+        if not self.template:
+            raise AdapterError(f"{self.model_path} has no chat template (tokenizer.chat_template)")
+        self.eos = self.llm.token_eos()
+        self._adapter = None            # llama_adapter_lora_p currently attached
+        self.adapter_path: Path | None = None
+        self.scale = 1.0
+        self._lock = threading.RLock()  # one generation or swap at a time on this context
+        self.stop_event = threading.Event()
+
+    # --- adapters ---------------------------------------------------------
+    def set_adapter(self, path: Path | None, scale: float | None = None) -> None:
+        """Attach ``path`` (None detaches) to the live context; validated first, so a bad file never half-loads."""
+        with self._lock:
+            new = None
+            if path is not None:
+                read_adapter(Path(path), self.spec)   # raises AdapterError with a clear message
+                new = self._llama_cpp.llama_adapter_lora_init(self.llm._model.model, str(path).encode())
+                if not new:
+                    raise AdapterError(f"llama.cpp refused the adapter {path}")
+            old = self._adapter
+            self._adapter, self.adapter_path = new, (Path(path) if path else None)
+            if scale is not None:
+                self.scale = scale
+            self._apply()
+            if old:
+                self._llama_cpp.llama_adapter_lora_free(old)
+
+    def set_scale(self, scale: float) -> None:
+        with self._lock:
+            self.scale = float(scale)
+            self._apply()
+
+    def _apply(self) -> None:
+        lc = self._llama_cpp
+        if self._adapter and self.scale != 0.0:
+            adapters = (lc.llama_adapter_lora_p_ctypes * 1)(self._adapter)
+            scales = (ctypes.c_float * 1)(self.scale)
+            rc = lc.llama_set_adapters_lora(self.llm._ctx.ctx, adapters, 1, scales)
+        else:
+            rc = lc.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
+        if rc != 0:
+            raise AdapterError(f"llama.cpp could not set the adapter (code {rc})")
+        self._clear_cache()
+
+    def _clear_cache(self) -> None:
+        mem = self._llama_cpp.llama_get_memory(self.llm._ctx.ctx)
+        if mem is not None:
+            self._llama_cpp.llama_memory_clear(mem, True)
+        self.llm.reset()
+        self.llm.n_tokens = 0
+
+    # --- text -------------------------------------------------------------
+    def chat_prompt(self, messages: list[dict]) -> str:
+        return render_chat(self.template, messages, add_generation_prompt=True)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode(), add_bos=False, special=True)
+
+    def stream(self, prompt: str, *, max_tokens: int = 256, seed: int | None = None,
+               temperature: float | None = None) -> Iterator[str]:
+        """Yield text pieces. Greedy unless a seed or temperature is given, so answers are reproducible."""
+        with self._lock:
+            self.stop_event.clear()
+            self._clear_cache()
+            tokens = self.tokenize(prompt)
+            budget = self.llm.n_ctx() - len(tokens)
+            if budget <= 0:
+                raise ValueError(f"prompt is {len(tokens)} tokens; the context holds {self.llm.n_ctx()}")
+            temp = temperature if temperature is not None else (0.7 if seed is not None else 0.0)
+            if seed is not None:
+                self.llm.set_seed(seed)
+            pending = b""
+            for i, tok in enumerate(self.llm.generate(tokens, temp=temp, top_k=40, top_p=0.95, min_p=0.05,
+                                                      repeat_penalty=1.0, reset=True)):
+                if tok == self.eos or self.stop_event.is_set() or i >= min(max_tokens, budget):
+                    break
+                pending += self.llm.detokenize([tok], special=False)
+                try:
+                    piece, pending = pending.decode("utf-8"), b""
+                except UnicodeDecodeError:
+                    continue  # a multi-byte character split over tokens: wait for the rest
+                yield piece
+
+    def complete(self, prompt: str, **kw) -> Generation:
+        t0 = time.perf_counter()
+        first = None
+        parts = []
+        for piece in self.stream(prompt, **kw):
+            if first is None:
+                first = time.perf_counter()
+            parts.append(piece)
+        end = time.perf_counter()
+        n = len(parts)
+        tps = (n - 1) / (end - first) if first and n > 1 and end > first else 0.0
+        return Generation("".join(parts).strip(), n, ((first or end) - t0) * 1000, tps)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        """Logits for every position (needs ``logits_all=True``); for correctness tests and NLL."""
+        with self._lock:
+            self._clear_cache()
+            self.llm.eval(tokens)
+            return np.array(self.llm.scores[:len(tokens)], dtype=np.float32)
+
+    def nll(self, prompt_tokens: list[int], target_tokens: list[int]) -> float:
+        """Mean negative log-likelihood per target token, under the current adapter."""
+        logits = self.logits(prompt_tokens + target_tokens)[len(prompt_tokens) - 1:-1].astype(np.float64)
+        logz = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
+        return float(np.mean(logz - logits[np.arange(len(target_tokens)), target_tokens]))

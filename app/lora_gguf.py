@@ -1,0 +1,243 @@
+"""LoRA adapters in llama.cpp's GGUF format: write, read back, validate.
+
+Tensors are stored in PEFT layout — ``lora_a`` as ``[r, in]`` and ``lora_b``
+as ``[out, r]`` (numpy order; GGUF reverses it to ggml's ``ne``) — so that
+``scale * B @ A`` is the weight delta PEFT's ``get_delta_weight`` gives.
+
+One trap: when llama.cpp converts a HF llama checkpoint, it permutes the rows
+of q_proj and k_proj so rope can rotate adjacent pairs. A LoRA trained in HF
+layout must have the rows of its q/k ``lora_b`` permuted the same way (``A``
+acts on the input side and stays). Without it the adapter loads fine and is
+silently wrong; tests/test_adapter_correctness.py proves the difference.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# HF module name -> llama.cpp tensor base name
+MODULE_TO_GGUF = {
+    "q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+    "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down",
+}
+GGUF_TO_MODULE = {v: k for k, v in MODULE_TO_GGUF.items()}
+MAX_ADAPTER_BYTES = 512 * 1024 * 1024
+
+
+class AdapterError(RuntimeError):
+    """An adapter file is unreadable, tampered with or made for another model."""
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """The shapes of a base model that an adapter must fit."""
+    architecture: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    n_ff: int
+    n_vocab: int
+    tokenizer_sha: str
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def module_shape(self, module: str) -> tuple[int, int]:
+        """(out_features, in_features) of a projection, as in HF's nn.Linear."""
+        kv = self.n_head_kv * self.head_dim
+        return {
+            "q_proj": (self.n_embd, self.n_embd), "k_proj": (kv, self.n_embd), "v_proj": (kv, self.n_embd),
+            "o_proj": (self.n_embd, self.n_embd), "gate_proj": (self.n_ff, self.n_embd),
+            "up_proj": (self.n_ff, self.n_embd), "down_proj": (self.n_embd, self.n_ff),
+        }[module]
+
+    def fingerprint(self) -> str:
+        """Identifies the model family an adapter or hypernetwork is made for.
+
+        Structural (shapes + tokenizer), not the file hash, so another
+        quantization of the same model is accepted; the bundled file's own
+        integrity is checked separately against its pinned SHA-256.
+        """
+        blob = json.dumps(self.__dict__, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def read_base_spec(gguf_path: Path) -> BaseSpec:
+    import gguf
+    try:
+        reader = gguf.GGUFReader(str(gguf_path))
+    except Exception as exc:
+        raise AdapterError(f"{gguf_path} is not a readable GGUF file ({exc})") from exc
+
+    def get(key):
+        f = reader.fields.get(key)
+        if f is None:
+            raise AdapterError(f"{gguf_path}: missing GGUF key {key}")
+        return f.contents()
+
+    arch = get("general.architecture")
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    tok_sha = hashlib.sha256("\n".join(tokens.contents()).encode()).hexdigest()[:16] if tokens else ""
+    n_vocab = reader.fields.get(f"{arch}.vocab_size")
+    return BaseSpec(
+        architecture=arch, n_layer=int(get(f"{arch}.block_count")), n_embd=int(get(f"{arch}.embedding_length")),
+        n_head=int(get(f"{arch}.attention.head_count")), n_head_kv=int(get(f"{arch}.attention.head_count_kv")),
+        n_ff=int(get(f"{arch}.feed_forward_length")),
+        n_vocab=int(n_vocab.contents()) if n_vocab else len(tokens.contents()), tokenizer_sha=tok_sha)
+
+
+def rope_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's row permutation for q/k (convert_hf_to_gguf.LlamaModel.permute)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def rope_unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _rope_heads(module: str, spec: BaseSpec) -> int | None:
+    if spec.architecture != "llama":
+        return None
+    return {"q_proj": spec.n_head, "k_proj": spec.n_head_kv}.get(module)
+
+
+@dataclass
+class LoraAdapter:
+    """A LoRA in HF/PEFT layout: weights[(layer, module)] = (A [r, in], B [out, r])."""
+    weights: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]
+    alpha: float
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rank(self) -> int:
+        return next(iter(self.weights.values()))[0].shape[0]
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+    def delta(self, layer: int, module: str) -> np.ndarray:
+        """scale * B @ A, the same as PEFT's get_delta_weight (no fan_in_fan_out)."""
+        a, b = self.weights[(layer, module)]
+        return self.scale * (b.astype(np.float64) @ a.astype(np.float64))
+
+
+def write_adapter(adapter: LoraAdapter, path: Path, spec: BaseSpec, *, permute_qk: bool = True) -> Path:
+    """Write atomically: a temp file in the same dir, fsync, rename.
+
+    ``permute_qk=False`` exists only so a test can show the broken variant fails.
+    """
+    import gguf
+    validate(adapter, spec)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    writer = gguf.GGUFWriter(str(tmp), arch=spec.architecture)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(adapter.alpha))
+    for key, value in sorted(adapter.metadata.items()):
+        writer.add_string(f"tailor.{key}", str(value))
+    writer.add_string("tailor.base_fingerprint", spec.fingerprint())
+    for (layer, module), (a, b) in sorted(adapter.weights.items()):
+        heads = _rope_heads(module, spec)
+        if permute_qk and heads:
+            b = rope_permute(b, heads)
+        name = f"blk.{layer}.{MODULE_TO_GGUF[module]}.weight"
+        writer.add_tensor(f"{name}.lora_a", np.ascontiguousarray(a, dtype=np.float32))
+        writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b, dtype=np.float32))
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_adapter(path: Path, spec: BaseSpec | None = None) -> LoraAdapter:
+    """Read an adapter back into PEFT layout; with ``spec``, validate it against the base model."""
+    import gguf
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AdapterError(f"adapter {path} cannot be read ({exc.strerror})") from exc
+    if size > MAX_ADAPTER_BYTES:
+        raise AdapterError(f"adapter {path} is {size} bytes, over the {MAX_ADAPTER_BYTES} limit")
+    try:
+        reader = gguf.GGUFReader(str(path))
+        fields = {k: f.contents() for k, f in reader.fields.items()}
+        tensors = {t.name: np.array(t.data, dtype=np.float32).reshape([int(d) for d in reversed(t.shape)])
+                   for t in reader.tensors}
+    except Exception as exc:   # gguf raises ValueError/IndexError/struct errors on damaged files
+        raise AdapterError(f"adapter {path} is not a valid GGUF file ({type(exc).__name__}: {exc})") from exc
+    if fields.get("general.type") != "adapter" or fields.get("adapter.type") != "lora":
+        raise AdapterError(f"{path} is not a LoRA adapter (general.type={fields.get('general.type')!r})")
+    alpha = fields.get("adapter.lora.alpha")
+    if not isinstance(alpha, float) or not np.isfinite(alpha):
+        raise AdapterError(f"adapter {path} has no valid adapter.lora.alpha")
+    arch = fields.get("general.architecture")
+    if spec is not None and arch != spec.architecture:
+        raise AdapterError(f"adapter {path} is for architecture {arch!r}, the base model is {spec.architecture!r}")
+    weights: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+    for name, a in tensors.items():
+        if not name.endswith(".lora_a"):
+            continue
+        parts = name.split(".")
+        if len(parts) != 5 or parts[0] != "blk" or not parts[1].isdigit() or parts[2] not in GGUF_TO_MODULE:
+            raise AdapterError(f"adapter {path} has an unexpected tensor {name!r}")
+        b = tensors.get(name[:-len("a")] + "b")
+        if b is None:
+            raise AdapterError(f"adapter {path}: {name} has no matching lora_b")
+        layer, module = int(parts[1]), GGUF_TO_MODULE[parts[2]]
+        weights[(layer, module)] = (a, b)
+    if not weights:
+        raise AdapterError(f"adapter {path} holds no LoRA tensors")
+    meta = {k[len("tailor."):]: str(v) for k, v in fields.items() if k.startswith("tailor.")}
+    adapter = LoraAdapter(weights=weights, alpha=float(alpha), metadata=meta)
+    if spec is not None:
+        if meta.get("base_fingerprint") not in (None, spec.fingerprint()):
+            raise AdapterError(f"adapter {path} was made for another base model "
+                               f"(fingerprint {meta.get('base_fingerprint')}, this model {spec.fingerprint()})")
+        validate(adapter, spec)
+        for (layer, module), (a, b) in adapter.weights.items():
+            heads = _rope_heads(module, spec)
+            if heads:
+                adapter.weights[(layer, module)] = (a, rope_unpermute(b, heads))
+    return adapter
+
+
+def validate(adapter: LoraAdapter, spec: BaseSpec) -> None:
+    """Shapes, rank and finiteness, checked before an adapter goes near llama.cpp."""
+    if not adapter.weights:
+        raise AdapterError("adapter holds no LoRA tensors")
+    rank = adapter.rank
+    if not (np.isfinite(adapter.alpha) and adapter.alpha > 0):
+        raise AdapterError(f"adapter alpha {adapter.alpha} is not a positive number")
+    for (layer, module), (a, b) in adapter.weights.items():
+        if not 0 <= layer < spec.n_layer:
+            raise AdapterError(f"adapter has layer {layer}; the base model has {spec.n_layer}")
+        out_f, in_f = spec.module_shape(module)
+        if a.shape != (rank, in_f) or b.shape != (out_f, rank):
+            raise AdapterError(f"adapter tensor for layer {layer} {module} has shapes A{a.shape} B{b.shape}; "
+                               f"the base model needs A{(rank, in_f)} B{(out_f, rank)}")
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise AdapterError(f"adapter tensor for layer {layer} {module} holds NaN or infinite values")
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,53 @@
+"""The prompts: one place, used identically by training, evaluation and the app.
+
+Chat prompts are rendered with the chat template stored in the base GGUF, by
+one function, so the tokens the hypernetwork was trained under are the tokens
+llama.cpp sees at run time.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+TASKS = ("headline", "writing")
+
+HEADLINE = "Write a short title for this paper abstract. Reply with the title only.\n\n{text}"
+WRITING = "Write the abstract of a paper titled \"{title}\". Reply with the abstract only."
+
+
+def task_messages(task: str, title: str = "", text: str = "") -> list[dict]:
+    """The user turn for a query item posed as ``task`` (see shared/data/README.md)."""
+    if task == "headline":
+        content = HEADLINE.format(text=text)
+    elif task == "writing":
+        content = WRITING.format(title=title)
+    else:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    return [{"role": "user", "content": content}]
+
+
+def task_target(task: str, title: str, text: str) -> str:
+    return title if task == "headline" else text
+
+
+@lru_cache(maxsize=8)
+def _compile(template: str):
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(template)
+
+
+def render_chat(template: str, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    return _compile(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                     bos_token="", eos_token="")
+
+
+def with_context(messages: list[dict], passages: list[str]) -> list[dict]:
+    """Retrieval augmentation: the person's own passages go before the request, in the user turn."""
+    if not passages:
+        return messages
+    context = "\n\n".join(f"[{i + 1}] {p}" for i, p in enumerate(passages))
+    head = ("Here are passages from my own writing, for reference on my topics and style:\n\n"
+            f"{context}\n\n")
+    last = messages[-1]
+    return messages[:-1] + [{"role": last["role"], "content": head + last["content"]}]

@@ -1,0 +1,98 @@
+"""Training/evaluation data: users from ../shared/data, their profile embeddings, and examples.
+
+Profile embeddings are computed with the app's own chunker and ONNX embedder
+(the vectors users get at run time) and cached per block of users under
+``runs/cache`` so an interrupted job resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.chunking import chunk_document
+from app.profile import profile_vector
+from app.prompts import TASKS, task_messages, task_target
+
+DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+CACHE_DIR = Path(__file__).resolve().parent.parent / "runs" / "cache"
+BLOCK = 100
+
+
+def load_users(path: Path, limit: int | None = None) -> list[dict]:
+    users = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            users.append(json.loads(line))
+            if limit is not None and len(users) >= limit:
+                break
+    return users
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()[:16]
+
+
+def profile_chunks(user: dict) -> list[str]:
+    return [c for item in user["profile"] for c in chunk_document(item.get("title", ""), item.get("text", ""))]
+
+
+def embed_users(path: Path, users: list[dict], embedder=None, progress: bool = True) -> dict[str, np.ndarray]:
+    """user id -> (n_chunks, 384) float16 embeddings, computed once and cached by block."""
+    from tqdm import tqdm
+    out: dict[str, np.ndarray] = {}
+    cache = CACHE_DIR / Path(path).name.split(".")[0]
+    cache.mkdir(parents=True, exist_ok=True)
+    blocks = range(0, len(users), BLOCK)
+    for start in tqdm(blocks, desc=f"embedding {Path(path).name}", disable=not progress):
+        block = users[start:start + BLOCK]
+        f = cache / f"block-{start // BLOCK:05d}.npz"
+        if f.is_file():
+            data = np.load(f)
+            if all(u["user"] in data.files for u in block):
+                out.update({u["user"]: data[u["user"]] for u in block})
+                continue
+        if embedder is None:
+            from app.embed import Embedder
+            embedder = Embedder()
+        emb = {u["user"]: embedder.embed(profile_chunks(u)).astype(np.float16) for u in block}
+        np.savez(f.with_suffix(".tmp.npz"), **emb)
+        f.with_suffix(".tmp.npz").replace(f)
+        out.update(emb)
+    return out
+
+
+@dataclass
+class Example:
+    user: str
+    task: str
+    messages: list[dict]
+    target: str
+
+
+def examples(users: list[dict], tasks=TASKS) -> list[Example]:
+    """Each query item posed as each task."""
+    return [Example(u["user"], t, task_messages(t, q["title"], q["text"]), task_target(t, q["title"], q["text"]))
+            for u in users for q in u["queries"] for t in tasks]
+
+
+def profile_inputs(emb: dict[str, np.ndarray], pooling: str) -> dict[str, np.ndarray]:
+    return {uid: profile_vector(e.astype(np.float32), pooling) for uid, e in emb.items()}
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="precompute profile embeddings for a data file")
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--users", type=int, default=None)
+    a = ap.parse_args()
+    us = load_users(a.data, a.users)
+    print(len(embed_users(a.data, us)), "users embedded")

@@ -1,0 +1,87 @@
+"""Export a trained hypernetwork checkpoint to ONNX, with the metadata the app checks.
+
+    python -m hypernet_onnx.export --ckpt runs/small/best.pt --out assets/hypernet/hypernet.onnx
+
+Inputs:  ``profile`` float32 (1, P) — app.profile.profile_vector(..., pooling)
+Outputs: ``{module}.lora_a`` float32 (L, r, in), ``{module}.lora_b`` float32 (L, out, r), HF layout
+(the GGUF writer applies llama.cpp's q/k permutation).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from app.models import EMBEDDER_ID
+from hypernet_onnx.model import HyperConfig, HyperNet
+
+
+class _Single(torch.nn.Module):
+    def __init__(self, hyper: HyperNet):
+        super().__init__()
+        self.hyper = hyper
+
+    def forward(self, profile):                       # (1, P)
+        out = self.hyper(profile)
+        return tuple(t[0] for m in self.hyper.cfg.modules for t in out[m])
+
+
+def load_checkpoint(path: Path) -> tuple[HyperNet, dict]:
+    st = torch.load(path, map_location="cpu", weights_only=False)
+    hyper = HyperNet(HyperConfig.from_dict(st["hyper_config"]))
+    hyper.load_state_dict(st["hyper"])      # strict
+    return hyper.eval(), st
+
+
+def metadata(st: dict) -> dict[str, str]:
+    hc = st["hyper_config"]
+    log = st.get("log") or [{}]
+    best = min((r for r in log if "dev" in r), key=lambda r: r["dev"], default={})
+    return {
+        "format": "tailor-hypernet/1",
+        "hypernet_id": f"{st['train_config']['name']}-s{st['step']}-{st['data_hash'][:8]}",
+        "base_fingerprint": st["base_fingerprint"],
+        "embedder_id": EMBEDDER_ID,
+        "pooling": hc["pooling"],
+        "input_dim": str(hc["input_dim"]),
+        "rank": str(hc["rank"]),
+        "alpha": str(hc["alpha"]),
+        "target_modules": ",".join(hc["modules"]),
+        "n_layers": str(hc["n_layers"]),
+        "training_data_sha256": st["data_hash"],
+        "training_steps": str(st["step"]),
+        "dev_nll": f"{best.get('dev', float('nan')):.4f}",
+        "io": json.dumps({"inputs": {"profile": [1, hc["input_dim"]]},
+                          "outputs": {f"{m}.lora_{x}": ([hc["n_layers"], hc["rank"], hc["shapes"][m][1]] if x == "a"
+                                                        else [hc["n_layers"], hc["shapes"][m][0], hc["rank"]])
+                                      for m in hc["modules"] for x in "ab"}}),
+        "config": json.dumps(hc),
+    }
+
+
+def export(ckpt: Path, out: Path) -> Path:
+    import onnx
+    hyper, st = load_checkpoint(ckpt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    names = [f"{m}.lora_{x}" for m in hyper.cfg.modules for x in "ab"]
+    dummy = torch.zeros(1, hyper.cfg.input_dim)
+    tmp = out.with_suffix(".tmp.onnx")
+    with torch.no_grad():
+        torch.onnx.export(_Single(hyper), (dummy,), str(tmp), input_names=["profile"], output_names=names,
+                          opset_version=17, dynamo=False)
+    model = onnx.load(str(tmp))
+    for k, v in metadata(st).items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(out))
+    tmp.unlink()
+    return out
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=Path("assets/hypernet/hypernet.onnx"))
+    a = ap.parse_args()
+    print(export(a.ckpt, a.out))

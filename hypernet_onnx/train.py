@@ -1,0 +1,284 @@
+"""Train the hypernetwork end to end through the frozen base model.
+
+    python -m hypernet_onnx.train --config hypernet_onnx/configs/small.toml
+
+The base model is the same GGUF users run, dequantized by transformers. Each
+step: profile vectors -> hypernetwork -> per-example LoRA on the base ->
+cross-entropy on the answer tokens only (mean per example, so short headlines
+count as much as long abstracts). Checkpoints carry their config and resume
+exactly (same example order, optimizer and RNG state).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from app.lora_gguf import BaseSpec
+from app.profile import input_dim
+from hypernet_onnx import data as D
+from hypernet_onnx.model import HyperConfig, HyperNet, attach_lora, count_params, set_lora
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class TrainConfig:
+    name: str = "small"
+    out_dir: str = "runs/small"
+    base_gguf: str = "models/SmolLM2-135M-Instruct.Q4_1.gguf"   # or "tiny-random" (tests)
+    train_data: str = "mlpapers-train.jsonl.gz"
+    dev_data: str = "mlpapers-dev.jsonl.gz"
+    train_users: int = 1000
+    dev_users: int = 24
+    pooling: str = "mean"
+    hidden: int = 256
+    rank: int = 8
+    alpha: float = 16.0
+    modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    batch_size: int = 4
+    max_len: int = 320
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 30
+    steps: int = 1000
+    eval_every: int = 100
+    seed: int = 0
+    threads: int = 0
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainConfig":
+        with open(path, "rb") as f:
+            return cls(**tomllib.load(f))
+
+
+# --- base model ----------------------------------------------------------------
+def load_base(cfg: TrainConfig):
+    """(model, tokenizer, chat_template, BaseSpec) with frozen weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from app.lora_gguf import read_base_spec
+    gguf_path = REPO / "models/SmolLM2-135M-Instruct.Q4_1.gguf" if cfg.base_gguf == "tiny-random" else REPO / cfg.base_gguf
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    spec = read_base_spec(gguf_path)
+    import gguf as G
+    template = G.GGUFReader(str(gguf_path)).fields["tokenizer.chat_template"].contents()
+    if cfg.base_gguf == "tiny-random":
+        from transformers import LlamaConfig, LlamaForCausalLM
+        torch.manual_seed(cfg.seed)
+        mc = LlamaConfig(vocab_size=spec.n_vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+        model = LlamaForCausalLM(mc)
+        spec = BaseSpec("llama", 2, 64, 4, 2, 128, spec.n_vocab, spec.tokenizer_sha)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, tok, template, spec
+
+
+def hyper_config(cfg: TrainConfig, spec: BaseSpec) -> HyperConfig:
+    return HyperConfig(input_dim=input_dim(cfg.pooling), pooling=cfg.pooling, hidden=cfg.hidden,
+                       n_layers=spec.n_layer, modules=tuple(cfg.modules),
+                       shapes={m: spec.module_shape(m) for m in cfg.modules}, rank=cfg.rank, alpha=cfg.alpha)
+
+
+# --- batches ---------------------------------------------------------------------
+def encode(tok, template: str, ex: D.Example, max_len: int) -> tuple[list[int], int]:
+    """Token ids of prompt+answer and the prompt length. Long inputs are cut inside the text, not the template."""
+    from app.prompts import render_chat
+    target = tok(ex.target + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    prompt = tok(render_chat(template, ex.messages), add_special_tokens=False)["input_ids"]
+    if ex.task == "headline" and len(prompt) + len(target) > max_len:
+        # shorten the abstract inside the prompt and render again
+        words = ex.messages[0]["content"].split(" ")
+        while len(prompt) + len(target) > max_len and len(words) > 20:
+            words = words[: int(len(words) * 0.85)]
+            prompt = tok(render_chat(template, [{"role": "user", "content": " ".join(words)}]),
+                         add_special_tokens=False)["input_ids"]
+    ids = (prompt + target)[:max_len]
+    return ids, len(prompt)
+
+
+def collate(items: list[tuple[list[int], int]], pad: int):
+    T = max(len(ids) for ids, _ in items)
+    input_ids = torch.full((len(items), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(items), T), dtype=torch.long)
+    loss_mask = torch.zeros((len(items), T), dtype=torch.float32)
+    for i, (ids, n_prompt) in enumerate(items):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        mask[i, :len(ids)] = 1
+        loss_mask[i, n_prompt:len(ids)] = 1.0        # answer tokens (incl. <|im_end|>)
+    return input_ids, mask, loss_mask
+
+
+def example_losses(model, input_ids, mask, loss_mask) -> torch.Tensor:
+    """Mean NLL of the answer tokens, one value per example: (B,)."""
+    logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]     # (B, T-1, V)
+    tgt, lm = input_ids[:, 1:], loss_mask[:, 1:]
+    nll = F.cross_entropy(logits.transpose(1, 2), tgt, reduction="none")       # (B, T-1)
+    return (nll * lm).sum(1) / lm.sum(1).clamp(min=1)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, data_dir: Path = D.DATA_DIR):
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.out = REPO / cfg.out_dir if not Path(cfg.out_dir).is_absolute() else Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.model, self.tok, self.template, self.spec = load_base(cfg)
+        self.hcfg = hyper_config(cfg, self.spec)
+        self.hyper = HyperNet(self.hcfg)
+        self.wrappers = attach_lora(self.model, tuple(cfg.modules))
+        train_path, dev_path = data_dir / cfg.train_data, data_dir / cfg.dev_data
+        self.data_hash = D.file_hash(train_path)
+        train_users = D.load_users(train_path, cfg.train_users)
+        dev_users = D.load_users(dev_path, cfg.dev_users)
+        self.profiles = D.profile_inputs(D.embed_users(train_path, train_users), cfg.pooling)
+        self.profiles.update(D.profile_inputs(D.embed_users(dev_path, dev_users), cfg.pooling))
+        self.train = D.examples(train_users)
+        self.dev = D.examples(dev_users)
+        dev_ids = sorted({e.user for e in self.dev})
+        self.dev_shuffled = {u: dev_ids[(i + 1) % len(dev_ids)] for i, u in enumerate(dev_ids)}
+        self.order = np.random.default_rng(cfg.seed).permutation(len(self.train))
+        self.opt = torch.optim.AdamW(self.hyper.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step = 0
+        self.best = math.inf
+        self.log: list[dict] = []
+        self._resume()
+        print(f"hypernet {count_params(self.hyper) / 1e6:.2f}M params; {len(self.train)} train / "
+              f"{len(self.dev)} dev examples; starting at step {self.step}", flush=True)
+
+    # checkpoints carry their own config
+    def _state(self) -> dict:
+        return {"train_config": asdict(self.cfg), "hyper_config": self.hcfg.to_dict(), "step": self.step,
+                "hyper": self.hyper.state_dict(), "opt": self.opt.state_dict(), "best": self.best, "log": self.log,
+                "data_hash": self.data_hash, "base_fingerprint": self.spec.fingerprint(),
+                "torch_rng": torch.get_rng_state()}
+
+    def save(self, name: str) -> Path:
+        path = self.out / name
+        torch.save(self._state(), path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+        return path
+
+    def _resume(self) -> None:
+        path = self.out / "ckpt.pt"
+        if not path.is_file():
+            return
+        st = torch.load(path, map_location="cpu", weights_only=False)
+        if st["hyper_config"] != self.hcfg.to_dict():
+            raise SystemExit(f"{path} was trained with another model config; use a new out_dir")
+        self.hyper.load_state_dict(st["hyper"])           # strict: a mismatch is an error, never ignored
+        self.opt.load_state_dict(st["opt"])
+        self.step, self.best, self.log = st["step"], st["best"], st["log"]
+        torch.set_rng_state(st["torch_rng"])
+
+    def lr_at(self, step: int) -> float:
+        c = self.cfg
+        if step < c.warmup:
+            return c.lr * (step + 1) / c.warmup
+        p = (step - c.warmup) / max(1, c.steps - c.warmup)
+        return c.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+    def losses(self, batch: list[D.Example], profile_of=lambda u: u) -> torch.Tensor:
+        items = [encode(self.tok, self.template, ex, self.cfg.max_len) for ex in batch]
+        input_ids, mask, loss_mask = collate(items, self.tok.pad_token_id or 0)
+        prof = torch.tensor(np.stack([self.profiles[profile_of(ex.user)] for ex in batch]))     # (B, P)
+        set_lora(self.wrappers, self.hyper(prof), self.hyper.scale)
+        return example_losses(self.model, input_ids, mask, loss_mask)
+
+    def train_step(self) -> float:
+        c = self.cfg
+        self.hyper.train()
+        idx = [self.order[(self.step * c.batch_size + i) % len(self.order)] for i in range(c.batch_size)]
+        loss = self.losses([self.train[i] for i in idx]).mean()
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.hyper.parameters(), 1.0)
+        self.opt.step()
+        self.step += 1
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.hyper.eval()
+        bs = self.cfg.batch_size
+        out = {}
+        for name, profile_of in [("dev", lambda u: u), ("dev_shuffled", lambda u: self.dev_shuffled[u])]:
+            vals = [self.losses(self.dev[i:i + bs], profile_of) for i in range(0, len(self.dev), bs)]
+            out[name] = float(torch.cat(vals).mean())
+        set_lora(self.wrappers, None)
+        vals = [example_losses(self.model, *collate([encode(self.tok, self.template, ex, self.cfg.max_len)
+                                                       for ex in self.dev[i:i + bs]], self.tok.pad_token_id or 0))
+                for i in range(0, len(self.dev), bs)]
+        out["dev_base"] = float(torch.cat(vals).mean())
+        return out
+
+    def run(self, max_seconds: float | None = None) -> list[dict]:
+        c = self.cfg
+        t0 = time.time()
+        running = []
+        if self.step == 0 and not self.log:
+            self.log.append({"step": 0, **self.evaluate(), "elapsed": 0.0})
+            print(json.dumps(self.log[-1]), flush=True)
+        while self.step < c.steps:
+            running.append(self.train_step())
+            if self.step % c.eval_every == 0 or self.step == c.steps:
+                rec = {"step": self.step, "train": float(np.mean(running)), **self.evaluate(),
+                       "lr": self.lr_at(self.step), "elapsed": time.time() - t0}
+                running = []
+                self.log.append(rec)
+                print(json.dumps(rec), flush=True)
+                if rec["dev"] < self.best:
+                    self.best = rec["dev"]
+                    self.save("best.pt")
+                self.save("ckpt.pt")
+                plot_log(self.log, self.out / "loss.png")
+            if max_seconds is not None and time.time() - t0 > max_seconds:
+                self.save("ckpt.pt")
+                break
+        return self.log
+
+
+def plot_log(log: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    tr = [r for r in log if "train" in r]
+    ax.plot([r["step"] for r in tr], [r["train"] for r in tr], label="train (running mean)")
+    for key in ("dev", "dev_shuffled", "dev_base"):
+        ax.plot([r["step"] for r in log], [r[key] for r in log], marker="o", label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("answer NLL per token (mean per example)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--max-seconds", type=float, default=None, help="stop (with a checkpoint) after this long")
+    a = ap.parse_args(argv)
+    Trainer(TrainConfig.load(a.config)).run(a.max_seconds)
+
+
+if __name__ == "__main__":
+    main()
