@@ -181,12 +181,20 @@ def read_adapter(path: Path, spec: BaseSpec | None = None) -> LoraAdapter:
     try:
         reader = gguf.GGUFReader(str(path))
         fields = {k: f.contents() for k, f in reader.fields.items()}
-        tensors = {t.name: np.array(t.data, dtype=np.float32).reshape([int(d) for d in reversed(t.shape)])
-                   for t in reader.tensors}
     except Exception as exc:   # gguf raises ValueError/IndexError/struct errors on damaged files
         raise AdapterError(f"adapter {path} is not a valid GGUF file ({type(exc).__name__}: {exc})") from exc
     if fields.get("general.type") != "adapter" or fields.get("adapter.type") != "lora":
         raise AdapterError(f"{path} is not a LoRA adapter (general.type={fields.get('general.type')!r})")
+    try:
+        tensors = {}
+        for t in reader.tensors:
+            if t.tensor_type.name != "F32":
+                raise AdapterError(f"adapter {path}: tensor {t.name} is {t.tensor_type.name}, expected F32")
+            tensors[t.name] = np.array(t.data, dtype=np.float32).reshape([int(d) for d in reversed(t.shape)])
+    except AdapterError:
+        raise
+    except Exception as exc:
+        raise AdapterError(f"adapter {path} is not a valid GGUF file ({type(exc).__name__}: {exc})") from exc
     alpha = fields.get("adapter.lora.alpha")
     if not isinstance(alpha, float) or not np.isfinite(alpha):
         raise AdapterError(f"adapter {path} has no valid adapter.lora.alpha")

@@ -155,6 +155,7 @@ class Trainer:
         self.order = np.random.default_rng(cfg.seed).permutation(len(self.train))
         self.opt = torch.optim.AdamW(self.hyper.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step = 0
+        self._dev_base: float | None = None
         self.best = math.inf
         self.log: list[dict] = []
         self._resume()
@@ -222,11 +223,13 @@ class Trainer:
         for name, profile_of in [("dev", lambda u: u), ("dev_shuffled", lambda u: self.dev_shuffled[u])]:
             vals = [self.losses(self.dev[i:i + bs], profile_of) for i in range(0, len(self.dev), bs)]
             out[name] = float(torch.cat(vals).mean())
-        set_lora(self.wrappers, None)
-        vals = [example_losses(self.model, *collate([encode(self.tok, self.template, ex, self.cfg.max_len)
-                                                       for ex in self.dev[i:i + bs]], self.tok.pad_token_id or 0))
-                for i in range(0, len(self.dev), bs)]
-        out["dev_base"] = float(torch.cat(vals).mean())
+        if self._dev_base is None:    # the frozen base model's loss never changes: compute it once
+            set_lora(self.wrappers, None)
+            vals = [example_losses(self.model, *collate([encode(self.tok, self.template, ex, self.cfg.max_len)
+                                                           for ex in self.dev[i:i + bs]], self.tok.pad_token_id or 0))
+                    for i in range(0, len(self.dev), bs)]
+            self._dev_base = float(torch.cat(vals).mean())
+        out["dev_base"] = self._dev_base
         return out
 
     def run(self, max_seconds: float | None = None) -> list[dict]:

@@ -1,0 +1,99 @@
+"""`tailor bench`: the personalization path's speed on this machine, as JSON.
+
+Runs in a throwaway data dir on the bundled sample profile, so numbers are
+comparable between machines and the person's own store is untouched. Nothing
+here is asserted by tests: benchmarks report, they do not pass or fail.
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .paths import assets_dir
+
+PROMPT = "Write a short paragraph about what you have been working on lately."
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return round(float(np.percentile(xs, q)), 2)
+
+
+def run_bench(tailor=None, runs: int = 20) -> dict:
+    from .core import Settings, Tailor
+    settings = Settings(**{k: getattr(tailor.settings, k) for k in ("model_path", "hypernet_path", "threads",
+                                                                   "gpu_layers")}) if tailor else Settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Tailor(Path(tmp) / "home", settings)
+        try:
+            return _bench(t, runs)
+        finally:
+            t.close()
+
+
+def _bench(t, runs: int) -> dict:
+    import os
+    out: dict = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                             "processor": platform.processor() or platform.machine()}}
+    t.import_paths([assets_dir() / "samples" / "interpreter-performance"])
+    t.adapt(load=True)                   # warm: models loaded, profile embedded
+    eng = t.engine
+    swaps, first_tokens = [], []
+    prompt = eng.chat_prompt([{"role": "user", "content": PROMPT}])
+    for _ in range(runs):
+        r = t.adapt(load=True)           # profile -> hypernet -> GGUF -> live model
+        swaps.append(r["ms"]["total"])
+        t0 = time.perf_counter()
+        next(iter(eng.stream(prompt, max_tokens=1)), None)
+        first_tokens.append((time.perf_counter() - t0) * 1000)
+    stages = {k: _pct([a["timings"][k] for a in t.store.adapters()], 50) for k in ("hypernet", "write", "load")}
+    out["adapter_swap_ms"] = {"p50": _pct(swaps, 50), "p90": _pct(swaps, 90), "runs": runs, "stages_p50": stages,
+                              "goal_p50": 150}
+    out["first_token_after_swap_ms"] = {"p50": _pct(first_tokens, 50), "goal": 300}
+    eng.set_scale(1.0)
+    with_adapter = eng.complete(prompt, max_tokens=128)
+    eng.set_scale(0.0)
+    without = eng.complete(prompt, max_tokens=128)
+    eng.set_scale(1.0)
+    out["decode_tokens_per_s"] = {"with_adapter": round(with_adapter.tokens_per_s, 1),
+                                  "without": round(without.tokens_per_s, 1),
+                                  "ratio": round(with_adapter.tokens_per_s / max(without.tokens_per_s, 1e-9), 3),
+                                  "goal_ratio": 0.9}
+    out["embedding"] = embedding_bench(t)
+    return out
+
+
+def embedding_bench(t, n_chunks: int = 256) -> dict:
+    """ONNX embedder vs the plain sentence-transformers baseline, same chunks, same run."""
+    from .chunking import chunk_document
+    from . import ingest
+    chunks = []
+    for p in sorted((assets_dir() / "samples").glob("*/*.md")):
+        doc = ingest.extract(p)
+        chunks += chunk_document(doc.title, doc.text)
+    chunks = (chunks * (n_chunks // max(1, len(chunks)) + 1))[:n_chunks]
+    emb = t.embedder
+    emb.embed(chunks[:16])
+    t0 = time.perf_counter()
+    ours = emb.embed(chunks)
+    ours_rate = len(chunks) / (time.perf_counter() - t0)
+    res = {"chunks": len(chunks), "onnx_chunks_per_s": round(ours_rate, 1), "goal_speedup": 2.0}
+    try:
+        from sentence_transformers import SentenceTransformer
+        from .models import reference_embedder_dir
+        st = SentenceTransformer(str(reference_embedder_dir()), device="cpu")
+        st.encode(chunks[:16])
+        t0 = time.perf_counter()
+        ref = st.encode(chunks, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+        st_rate = len(chunks) / (time.perf_counter() - t0)
+        cos = (ours * ref).sum(1)
+        res.update({"sentence_transformers_chunks_per_s": round(st_rate, 1),
+                    "speedup": round(ours_rate / st_rate, 2), "cosine_min": round(float(cos.min()), 5),
+                    "cosine_mean": round(float(cos.mean()), 5)})
+    except ImportError:
+        res["sentence_transformers_chunks_per_s"] = None   # baseline not installed (e.g. in the bundle)
+    return res

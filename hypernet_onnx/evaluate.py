@@ -1,0 +1,215 @@
+"""Evaluate personalization methods through the real runtime (llama.cpp + GGUF adapters).
+
+    python -m hypernet_onnx.evaluate --data ../shared/data/mlpapers-dev.jsonl.gz --users 30 --out runs/eval-dev
+
+Methods: base, rag, p2p, p2p+rag, p2p-shuffled, mt-lora, oppu (see MODEL_CARD.md).
+Per method and task: ROUGE-1/ROUGE-L of the greedy answer (rouge-score, stemmed),
+mean per-token NLL of the gold answer, and seconds per user to personalize.
+Paired bootstrap 95% CIs (resampling users) for p2p - base and p2p - p2p-shuffled.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from app.chunking import chunk_document
+from app.engine import Engine
+from app.hypernet import Hypernet
+from app.lora_gguf import LoraAdapter, write_adapter
+from app.models import default_base_model_path
+from app.profile import profile_vector
+from app.prompts import TASKS, task_messages, task_target, with_context
+from hypernet_onnx import data as D
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ALL_METHODS = ["base", "rag", "p2p", "p2p+rag", "p2p-shuffled", "mt-lora", "oppu"]
+MAX_TOKENS = {"headline": 32, "writing": 160}
+RAG_K = 3
+MAX_PROMPT_TOKENS = 900          # long abstracts in the headline prompt are cut to fit the context
+NLL_MAX_TARGET = 256
+
+
+class Evaluator:
+    def __init__(self, hypernet_path: Path | None, mt_lora: Path | None, oppu_steps: int, workdir: Path):
+        self.engine = Engine(default_base_model_path(), n_ctx=2048, logits_all=True)
+        self.spec = self.engine.spec
+        self.hyper = Hypernet(hypernet_path, self.spec)
+        self.mt_lora = mt_lora
+        self.oppu_steps = oppu_steps
+        self.workdir = workdir
+        from app.embed import Embedder
+        self.embedder = Embedder()
+        from rouge_score import rouge_scorer
+        self.scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+        self._oppu = None
+
+    # --- personalization ---------------------------------------------------------
+    def profile(self, user: dict) -> tuple[list[str], np.ndarray, float]:
+        t = time.perf_counter()
+        chunks = D.profile_chunks(user)
+        emb = self.embedder.embed(chunks)
+        return chunks, emb, time.perf_counter() - t
+
+    def p2p_adapter(self, emb: np.ndarray, uid: str) -> tuple[Path, float]:
+        t = time.perf_counter()
+        adapter = self.hyper.generate(profile_vector(emb, self.hyper.pooling))
+        path = write_adapter(adapter, self.workdir / f"p2p-{uid}.gguf", self.spec)
+        return path, time.perf_counter() - t
+
+    def oppu_adapter(self, user: dict) -> tuple[Path, float]:
+        if self._oppu is None:
+            from hypernet_onnx.oppu import OPPUTrainer
+            self._oppu = OPPUTrainer(self.engine.template, steps=self.oppu_steps)
+        t = time.perf_counter()
+        adapter = self._oppu.train_user(user)
+        path = write_adapter(adapter, self.workdir / f"oppu-{user['user']}.gguf", self.spec)
+        return path, time.perf_counter() - t
+
+    # --- scoring -------------------------------------------------------------------
+    def prompt_for(self, task: str, q: dict, passages: list[str]) -> str:
+        msgs = with_context(task_messages(task, q["title"], q["text"]), passages)
+        prompt = self.engine.chat_prompt(msgs)
+        toks = self.engine.tokenize(prompt)
+        if len(toks) > MAX_PROMPT_TOKENS:    # keep the end (the template's assistant turn) intact
+            words = msgs[-1]["content"].split(" ")
+            while len(self.engine.tokenize(prompt)) > MAX_PROMPT_TOKENS and len(words) > 20:
+                words = words[: int(len(words) * 0.85)]
+                prompt = self.engine.chat_prompt(msgs[:-1] + [{"role": "user", "content": " ".join(words)}])
+        return prompt
+
+    def score(self, task: str, q: dict, passages: list[str]) -> dict:
+        prompt = self.prompt_for(task, q, passages)
+        gold = task_target(task, q["title"], q["text"])
+        out = self.engine.complete(prompt, max_tokens=MAX_TOKENS[task]).text
+        r = self.scorer.score(gold, out)
+        target = self.engine.tokenize(gold + "<|im_end|>")[:NLL_MAX_TARGET]
+        nll = self.engine.nll(self.engine.tokenize(prompt), target)
+        return {"rouge1": r["rouge1"].fmeasure, "rougeL": r["rougeL"].fmeasure, "nll": nll, "output": out}
+
+    def retrieve(self, chunks: list[str], emb: np.ndarray, q: dict, task: str) -> list[str]:
+        query = q["text"] if task == "headline" else q["title"]
+        sims = emb @ self.embedder.embed([query])[0]
+        return [chunks[i] for i in np.argsort(-sims)[:RAG_K]]
+
+    def run(self, users: list[dict], methods: list[str]) -> dict:
+        from tqdm import tqdm
+        rows = []    # one per (method, user, query, task)
+        prepared = {}
+        for u in tqdm(users, desc="profiles"):
+            chunks, emb, t_embed = self.profile(u)
+            path, t_h = self.p2p_adapter(emb, u["user"])
+            prepared[u["user"]] = {"chunks": chunks, "emb": emb, "p2p": path, "t_p2p": t_embed + t_h,
+                                   "t_rag": t_embed}
+        ids = [u["user"] for u in users]
+        shuffled = {uid: ids[(i + 1) % len(ids)] for i, uid in enumerate(ids)}
+        sec: dict[str, list[float]] = {m: [] for m in methods}
+        for m in methods:
+            for u in tqdm(users, desc=m):
+                p = prepared[u["user"]]
+                adapter, t_pers = None, 0.0
+                if m in ("p2p", "p2p+rag"):
+                    adapter, t_pers = p["p2p"], p["t_p2p"]
+                elif m == "p2p-shuffled":
+                    adapter, t_pers = prepared[shuffled[u["user"]]]["p2p"], p["t_p2p"]
+                elif m == "mt-lora":
+                    adapter = self.mt_lora
+                elif m == "oppu":
+                    adapter, t_pers = self.oppu_adapter(u)
+                    t_pers += p["t_rag"]
+                elif m == "rag":
+                    t_pers = p["t_rag"]
+                self.engine.set_adapter(adapter, 1.0)
+                sec[m].append(t_pers)
+                for qi, q in enumerate(u["queries"]):
+                    for task in TASKS:
+                        passages = self.retrieve(p["chunks"], p["emb"], q, task) if m.endswith("rag") else []
+                        rows.append({"method": m, "user": u["user"], "query": qi, "task": task,
+                                     **self.score(task, q, passages)})
+        self.engine.set_adapter(None)
+        return summarize(rows, sec, methods, len(users)), rows
+
+
+def summarize(rows: list[dict], sec: dict, methods: list[str], n_users: int) -> dict:
+    res = {"methods": {}, "ci": {}, "n_users": n_users}
+    for m in methods:
+        res["methods"][m] = {t: {k: float(np.mean([r[k] for r in rows if r["method"] == m and r["task"] == t]))
+                                 for k in ("rouge1", "rougeL", "nll")} for t in TASKS}
+        res["methods"][m]["sec_per_user"] = float(np.mean(sec[m])) if sec[m] else 0.0
+    for a, b in [("p2p", "base"), ("p2p", "p2p-shuffled")]:
+        if a in methods and b in methods:
+            res["ci"][f"{a} - {b}"] = {t: {k: paired_bootstrap(rows, a, b, t, k) for k in ("rougeL", "nll")}
+                                       for t in TASKS}
+    return res
+
+
+def paired_bootstrap(rows, a: str, b: str, task: str, key: str, n: int = 2000, seed: int = 0) -> dict:
+    """Mean difference a - b with a 95% CI, resampling users (queries of one user stay together)."""
+    va = {(r["user"], r["query"]): r[key] for r in rows if r["method"] == a and r["task"] == task}
+    vb = {(r["user"], r["query"]): r[key] for r in rows if r["method"] == b and r["task"] == task}
+    users = sorted({u for u, _ in va})
+    per_user = np.array([np.mean([va[k] - vb[k] for k in va if k[0] == u]) for u in users])
+    rng = np.random.default_rng(seed)
+    boots = per_user[rng.integers(0, len(users), (n, len(users)))].mean(1)
+    return {"diff": float(per_user.mean()), "lo": float(np.percentile(boots, 2.5)),
+            "hi": float(np.percentile(boots, 97.5))}
+
+
+def to_markdown(res: dict, title: str) -> str:
+    lines = [f"### {title} ({res['n_users']} users)", "",
+             "| method | headline R-1 | headline R-L | headline NLL | writing R-1 | writing R-L | writing NLL | s/user |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m, v in res["methods"].items():
+        h, w = v["headline"], v["writing"]
+        lines.append(f"| {m} | {h['rouge1']:.4f} | {h['rougeL']:.4f} | {h['nll']:.3f} | {w['rouge1']:.4f} | "
+                     f"{w['rougeL']:.4f} | {w['nll']:.3f} | {v['sec_per_user']:.3f} |")
+    if res["ci"]:
+        lines += ["", "Paired bootstrap (users resampled), mean difference [95% CI]:", "",
+                  "| comparison | task | ROUGE-L | NLL |", "|---|---|---|---|"]
+        for comp, per_task in res["ci"].items():
+            for t, d in per_task.items():
+                r, n = d["rougeL"], d["nll"]
+                lines.append(f"| {comp} | {t} | {r['diff']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}] | "
+                             f"{n['diff']:+.4f} [{n['lo']:+.4f}, {n['hi']:+.4f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--users", type=int, default=None)
+    ap.add_argument("--methods", default="base,rag,p2p,p2p+rag,p2p-shuffled",
+                    help=f"comma-separated subset of {','.join(ALL_METHODS)}")
+    ap.add_argument("--hypernet", type=Path, default=None, help="default: assets/hypernet/hypernet.onnx")
+    ap.add_argument("--mt-lora", type=Path, default=None, help="GGUF adapter for the mt-lora method")
+    ap.add_argument("--oppu-steps", type=int, default=24)
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args(argv)
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    unknown = set(methods) - set(ALL_METHODS)
+    if unknown:
+        ap.error(f"unknown methods {sorted(unknown)}")
+    if "mt-lora" in methods and a.mt_lora is None:
+        ap.error("--methods mt-lora needs --mt-lora ADAPTER.gguf (python -m hypernet_onnx.mt_lora)")
+    users = D.load_users(a.data, a.users)
+    a.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        ev = Evaluator(a.hypernet, a.mt_lora, a.oppu_steps, Path(tmp))
+        t0 = time.time()
+        res, rows = ev.run(users, methods)
+    res["data"] = str(a.data.name)
+    res["hypernet"] = ev.hyper.id
+    res["wall_s"] = round(time.time() - t0, 1)
+    (a.out / "results.json").write_text(json.dumps(res, indent=2))
+    (a.out / "outputs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (a.out / "results.md").write_text(to_markdown(res, a.data.name.split(".")[0]))
+    print((a.out / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

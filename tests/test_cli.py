@@ -1,0 +1,50 @@
+"""The `tailor` CLI: each command's --json output and clean errors (real core, real models)."""
+import json
+
+from click.testing import CliRunner
+
+from app.cli import cli
+from tests.conftest import SAMPLES
+
+
+def run(*args):
+    r = CliRunner().invoke(cli, ["--json", *args], obj={}, catch_exceptions=False)
+    return r
+
+
+def test_cli_flow(home, tmp_path):
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"%PDF-1.4 garbage")
+    r = run("import", str(SAMPLES / "packaging"), str(bad))
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["imported"] == 4 and out["unchanged"] == 0
+    assert [f["path"] for f in out["failed"]] == [str(bad)] and out["failed"][0]["error"]
+    assert out["adapter"]["version"] == 1
+
+    docs = json.loads(run("docs").stdout)
+    assert {d["status"] for d in docs} == {"ok", "failed"}
+
+    adapt = json.loads(run("adapt").stdout)
+    assert adapt["version"] == 2 and set(adapt["ms"]) == {"embed", "hypernet", "write", "load", "total"}
+
+    ans = json.loads(run("ask", "What file format do I work on?", "--rag", "--max-tokens", "24").stdout)
+    assert ans["text"] and ans["adapter_version"] == 2 and ans["sources"]
+    base = json.loads(run("ask", "What file format do I work on?", "--no-adapter", "--max-tokens", "24").stdout)
+    assert base["adapter_version"] is None
+
+    info = json.loads(run("info").stdout)
+    assert info["profile"]["documents"] == 4 and [a["version"] for a in info["adapters"]] == [2, 1]
+
+    victim = next(d for d in docs if d["status"] == "ok")
+    gone = json.loads(run("forget", str(victim["id"])).stdout)
+    assert gone["forgotten"] == victim["path"] and gone["adapters_deleted"] == [2, 1]
+    assert gone["adapter"]["version"] == 3
+
+
+def test_cli_errors_are_one_line(home):
+    r = CliRunner().invoke(cli, ["adapt"], obj={})
+    assert r.exit_code == 1
+    assert r.stderr.strip().startswith("error: the profile is empty") and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["forget", "999"], obj={})
+    assert r.exit_code == 1 and "no document" in r.stderr

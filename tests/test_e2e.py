@@ -1,0 +1,59 @@
+"""The whole real path: sample documents -> embeddings -> hypernetwork -> GGUF LoRA -> llama.cpp answers."""
+from app.core import Tailor
+from app.engine import Engine
+from tests.conftest import SAMPLES
+
+PROMPT = "Write a short paragraph about the project you are working on."
+
+
+def test_import_adapt_ask_and_hot_swap(home):
+    loads_before = Engine.loads
+    t = Tailor()
+    summary = t.import_paths([SAMPLES / "interpreter-performance"])
+    assert summary.imported == 6 and not summary.failed
+    first = t.adapt(load=True)
+    assert first["version"] == 1 and set(first["ms"]) == {"embed", "hypernet", "write", "load", "total"}
+
+    with_a = t.ask(PROMPT, max_tokens=48)
+    without = t.ask(PROMPT, use_adapter=False, max_tokens=48)
+    assert with_a.adapter_version == 1 and without.adapter_version is None
+    assert with_a.text != without.text
+    assert t.ask(PROMPT, max_tokens=48).text == with_a.text          # greedy: reproducible
+
+    # a second person's profile, hot-swapped into the same loaded model
+    for d in t.docs():
+        t.store.delete_document(d["id"])
+    t.import_paths([SAMPLES / "packaging"])
+    second = t.adapt()
+    assert second["version"] == 2
+    with_b = t.ask(PROMPT, max_tokens=48)
+    assert with_b.adapter_version == 2
+    assert with_b.text != with_a.text
+    assert Engine.loads == loads_before + 1                           # the base model was loaded once
+    t.close()
+
+
+def test_reimport_skips_unchanged_and_detects_duplicates(home, tmp_path):
+    src = tmp_path / "docs"
+    src.mkdir()
+    (src / "a.md").write_text("# Notes\n\nSome notes about compilers and interpreters.\n")
+    (src / "copy.md").write_text("# Notes\n\nSome notes about compilers and interpreters.\n")
+    t = Tailor()
+    s1 = t.import_paths([src])
+    assert (s1.imported, s1.duplicates) == (1, 1)
+    s2 = t.import_paths([src])
+    assert (s2.imported, s2.unchanged) == (0, 2)
+    (src / "a.md").write_text("# Notes\n\nChanged: now about garbage collectors.\n")
+    s3 = t.import_paths([src])
+    assert s3.imported == 1
+    t.embed_pending()
+    assert t.store.chunks_without_embedding(t._embedder_id()) == []
+    t.close()
+
+
+def test_retrieval_returns_sources(home):
+    t = Tailor()
+    t.import_paths([SAMPLES / "packaging", SAMPLES / "interpreter-performance"])
+    hits = t.retrieve("wheel binary package format", 3)
+    assert hits and "wheel" in hits[0]["path"]
+    t.close()

@@ -1,0 +1,25 @@
+"""The ONNX embedder reproduces sentence-transformers all-MiniLM-L6-v2 (the reference)."""
+import numpy as np
+
+from app import ingest
+from app.chunking import chunk_document
+from app.models import reference_embedder_dir
+from tests.conftest import SAMPLES
+
+
+def test_onnx_embeddings_match_sentence_transformers(embedder):
+    from sentence_transformers import SentenceTransformer
+    chunks = []
+    for p in sorted(SAMPLES.glob("*/*.md")):
+        d = ingest.extract(p)
+        chunks += chunk_document(d.title, d.text)
+    chunks += ["short", "a " * 400]                    # truncation at 256 tokens behaves the same
+    ours = embedder.embed(chunks)
+    ref = SentenceTransformer(str(reference_embedder_dir()), device="cpu").encode(chunks, normalize_embeddings=True)
+    cos = (ours * ref).sum(1)
+    assert cos.min() >= 0.99, cos.min()
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-4)
+
+
+def test_empty_input(embedder):
+    assert embedder.embed([]).shape == (0, 384)

@@ -1,0 +1,92 @@
+"""Hypernetwork: LoRA math against PEFT, zero-delta start, ONNX export parity and metadata, base check."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from app.hypernet import Hypernet, HypernetError
+from hypernet_onnx.export import export
+from hypernet_onnx.model import BatchedLoRA, HyperConfig, HyperNet
+
+
+def test_batched_lora_equals_peft_delta_weight():
+    from peft import LoraConfig, get_peft_model
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(16, 12, bias=False))
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["0"], lora_dropout=0.0))
+    layer = peft_model.base_model.model[0]
+    a, b = torch.randn(4, 16), torch.randn(12, 4)
+    with torch.no_grad():
+        layer.lora_A["default"].weight.copy_(a)
+        layer.lora_B["default"].weight.copy_(b)
+    delta = layer.get_delta_weight("default")                      # PEFT: the source of truth
+    wrapped = BatchedLoRA(layer.base_layer)
+    wrapped.a, wrapped.b, wrapped.scale = a[None], b[None], 8 / 4
+    x = torch.randn(1, 5, 16)
+    expected = x @ (layer.base_layer.weight + delta).T
+    assert torch.allclose(wrapped(x), expected, atol=1e-5)
+    assert torch.allclose(peft_model(x), expected, atol=1e-5)
+
+
+def _cfg(**kw):
+    return HyperConfig(input_dim=384, hidden=32, n_layers=30, shapes={"q_proj": (576, 576), "v_proj": (192, 576)},
+                       **kw)
+
+
+def test_initial_adapter_is_zero_delta():
+    h = HyperNet(_cfg())
+    out = h(torch.randn(3, 384))
+    for m, (a, b) in out.items():
+        assert a.shape[:3] == (3, 30, 8) and b.shape[:2] == (3, 30)
+        assert a.abs().sum() > 0                      # A starts like a LoRA A...
+        assert torch.count_nonzero(b) == 0            # ...and B at zero, so B @ A = 0
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, spec):
+    torch.manual_seed(1)
+    h = HyperNet(_cfg())
+    with torch.no_grad():
+        for p in h.parameters():
+            p.add_(torch.randn_like(p) * 0.02)        # parity must hold for trained-looking weights, not zeros
+    st = {"train_config": {"name": "parity"}, "hyper_config": h.cfg.to_dict(), "step": 7, "hyper": h.state_dict(),
+          "data_hash": "abcdef0123456789", "base_fingerprint": spec.fingerprint(), "log": [{"step": 7, "dev": 1.5}]}
+    d = tmp_path_factory.mktemp("hn")
+    torch.save(st, d / "ckpt.pt")
+    return h.eval(), export(d / "ckpt.pt", d / "hn.onnx")
+
+
+def test_onnx_matches_torch(exported, spec):
+    h, path = exported
+    x = np.random.default_rng(0).standard_normal((1, 384)).astype(np.float32)
+    with torch.no_grad():
+        ref = h(torch.from_numpy(x))
+    ad = Hypernet(path, spec).generate(x)
+    worst = 0.0
+    for (layer, m), (a, b) in ad.weights.items():
+        worst = max(worst, np.abs(a - ref[m][0][0, layer].numpy()).max(), np.abs(b - ref[m][1][0, layer].numpy()).max())
+    assert worst <= 1e-4, worst
+
+
+def test_onnx_metadata(exported, spec):
+    _, path = exported
+    hn = Hypernet(path, spec)
+    assert hn.rank == 8 and hn.alpha == 16.0 and hn.modules == ["q_proj", "v_proj"] and hn.pooling == "mean"
+    for key in ("embedder_id", "training_data_sha256", "training_steps", "base_fingerprint", "io"):
+        assert hn.meta[key], key
+    assert hn.meta["training_steps"] == "7"
+    assert path.stat().st_size <= 20 * 2**20
+
+
+def test_refuses_hypernet_for_another_base(exported, spec):
+    _, path = exported
+    other = dataclasses.replace(spec, n_layer=24)
+    with pytest.raises(HypernetError, match="another base model"):
+        Hypernet(path, other)
+
+
+def test_shipped_hypernet_fits_the_base_model(spec):
+    hn = Hypernet(None, spec)
+    assert hn.path.stat().st_size <= 20 * 2**20
+    assert int(hn.meta["training_steps"]) > 0        # trained, never random
