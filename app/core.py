@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ingest
+from . import ingest, offline
 from .chunking import chunk_document
 from .lora_gguf import AdapterError, now_iso, write_adapter
 from .models import verify_base_model
 from .paths import data_dir, ensure_private_dir
 from .profile import profile_vector
+from .sandbox import EXTRACT_TIMEOUT_S, Extractor
 from .prompts import with_context
 from .store import Store
 
@@ -46,6 +47,7 @@ class Settings:
     use_adapter: bool = True
     scale: float = 1.0
     watched: list[str] = field(default_factory=list)
+    extract_timeout_s: float = EXTRACT_TIMEOUT_S   # per-file limit for reading one document (sandbox.py)
 
     @classmethod
     def load(cls, path: Path) -> "Settings":
@@ -108,9 +110,37 @@ class Tailor:
         self._engine = None
         self._spec = None
         self._lock = threading.RLock()    # model objects are built once, whichever thread asks first
+        self._extractor: Extractor | None = None
+        offline.force_offline()
+        self._sweep_adapter_dir()
 
     def close(self) -> None:
+        if self._extractor is not None:
+            self._extractor.close()
         self.store.close()
+
+    @property
+    def extractor(self) -> Extractor:
+        """Documents are read in a separate, memory- and time-limited process (app/sandbox.py)."""
+        with self._lock:
+            if self._extractor is None:
+                self._extractor = Extractor(timeout_s=self.settings.extract_timeout_s)
+            return self._extractor
+
+    def _sweep_adapter_dir(self, min_age_s: float = 300.0) -> None:
+        """Delete what a killed process left in adapters/: half-written temp files and adapter files that
+        are not registered (written but never registered, or unregistered but not yet unlinked). Files
+        younger than ``min_age_s`` are left alone: another process may be writing them right now."""
+        known = {Path(a["path"]).name for a in self.store.adapters()}
+        now = time.time()
+        for p in self.adapter_dir.iterdir():
+            try:
+                if p.name in known or now - p.stat().st_mtime < min_age_s:
+                    continue
+                if p.name.endswith(".tmp") or (p.name.startswith("adapter-") and p.suffix == ".gguf"):
+                    p.unlink()
+            except OSError:
+                pass
 
     def save_settings(self) -> None:
         self.settings.save(self.settings_path)
@@ -134,6 +164,7 @@ class Tailor:
             if self._embedder is None:
                 from .embed import Embedder
                 self._embedder = Embedder(threads=self.settings.threads or None)
+                offline.force_offline()       # onnxruntime is loaded now: switch its telemetry off
             return self._embedder
 
     @property
@@ -143,6 +174,7 @@ class Tailor:
                 from .hypernet import Hypernet
                 hp = Path(self.settings.hypernet_path) if self.settings.hypernet_path else None
                 self._hypernet = Hypernet(hp, self.spec, threads=self.settings.threads or None)
+                offline.force_offline()
             return self._hypernet
 
     @property
@@ -218,7 +250,7 @@ class Tailor:
                                     status="duplicate", error=f"same content as {twin.path}", duplicate_of=twin.id)
             return "duplicate"
         try:
-            doc = ingest.extract(path)
+            doc = self.extractor.extract(path)
             chunks = chunk_document(doc.title, doc.text)
             if not chunks:
                 raise ingest.IngestError("no text found")
@@ -239,6 +271,10 @@ class Tailor:
         if existing is None or existing.status == "failed":
             self.store.put_document(path=key, sha256=sha, mtime=st.st_mtime if st else None,
                                     size=st.st_size if st else None, title=None, status="failed", error=error)
+        elif existing.status == "ok":     # shown by `tailor docs`; cleared by the next good import
+            self.store.write(lambda c: c.execute("UPDATE documents SET error=? WHERE id=?",
+                                                 (f"kept the previous import; the file now fails: {error}",
+                                                  existing.id)))
         return error
 
     def docs(self) -> list[dict]:
@@ -257,11 +293,14 @@ class Tailor:
         tainted = self.store.adapters_using(doc.id)
         self.store.delete_document(doc.id)
         # duplicates of it keep nothing of their own; drop them too so no trace of the content remains
-        for d in self.store.documents():
-            if d.duplicate_of == doc.id or (d.status == "duplicate" and d.sha256 == doc.sha256):
-                self.store.delete_document(d.id)
+        dups = [d for d in self.store.documents()
+                if d.duplicate_of == doc.id or (d.status == "duplicate" and d.sha256 == doc.sha256)]
+        for d in dups:
+            self.store.delete_document(d.id)
+        self.store.scrub_sources({doc.path} | {d.path for d in dups})
         for a in tainted:
             self._delete_adapter(a)
+        self._sweep_adapter_dir(min_age_s=0)     # adapters a crash left unregistered may derive from it too
         if self._engine is not None and tainted and self._engine.adapter_path and \
                 str(self._engine.adapter_path) in {a["path"] for a in tainted}:
             self._engine.set_adapter(None)
@@ -309,8 +348,7 @@ class Tailor:
         adapter = hyper.generate(vec)
         ms["hypernet"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
-        version_hint = (self.store.adapters()[0]["version"] + 1) if self.store.adapters() else 1
-        path = self.adapter_dir / f"adapter-v{version_hint:04d}-{fingerprint[:8]}.gguf"
+        path = self.adapter_dir / f"adapter-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}.gguf"
         adapter.metadata.update({"profile_fingerprint": fingerprint, "created": now_iso(),
                                  "base_model": self.model_path.name})
         write_adapter(adapter, path, self.spec)
@@ -415,5 +453,9 @@ class Tailor:
         """Delete everything Tailor stored: database, adapters, settings."""
         if self._engine is not None:
             self._engine.set_adapter(None)
+        if self._extractor is not None:
+            self._extractor.close()
         self.store.close()
         shutil.rmtree(self.home, ignore_errors=True)
+        if self.home.exists():
+            raise TailorError(f"could not delete everything in {self.home}; delete what is left by hand")

@@ -89,6 +89,9 @@ MIGRATIONS: list[tuple[str, str]] = [
             created_at REAL NOT NULL
         );
     """),
+    ("m002_meta", """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);  -- e.g. the last adapter version ever issued
+    """),
 ]
 
 
@@ -126,8 +129,8 @@ class Store:
     def _open(self) -> None:
         new = not self.path.exists()
         conn = sqlite3.connect(self.path, isolation_level=None)
-        if new:
-            os.chmod(self.path, 0o600)
+        if new or self.path.stat().st_mode & 0o077:
+            os.chmod(self.path, 0o600)     # the WAL and shared-memory files take the database's mode
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -298,7 +301,11 @@ class Store:
     def add_adapter(self, *, path: str, profile_fingerprint: str, hypernet_id: str, n_documents: int,
                     n_chunks: int, timings: dict, document_ids: list[int]) -> int:
         def tx(c):
-            version = (c.execute("SELECT COALESCE(MAX(version), 0) FROM adapters").fetchone()[0]) + 1
+            # versions are never reused, even after forget deleted the newest ones
+            last = c.execute("SELECT value FROM meta WHERE key = 'adapter_version'").fetchone()
+            version = max(int(last[0]) if last else 0,
+                          c.execute("SELECT COALESCE(MAX(version), 0) FROM adapters").fetchone()[0]) + 1
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('adapter_version', ?)", (str(version),))
             aid = c.execute("INSERT INTO adapters (version, path, profile_fingerprint, hypernet_id, n_documents, "
                             "n_chunks, timings, created_at) VALUES (?,?,?,?,?,?,?,?)",
                             (version, path, profile_fingerprint, hypernet_id, n_documents, n_chunks,
@@ -346,8 +353,33 @@ class Store:
             "ORDER BY id", (chat_id,)).fetchall())
         return [dict(r) | {"sources": json.loads(r["sources"]) if r["sources"] else []} for r in rows]
 
+    def scrub_sources(self, paths: set[str]) -> int:
+        """Drop retrieved passages of these documents from saved chat messages (``forget``); returns how many
+        messages changed. The messages themselves are the person's chats and stay."""
+        def tx(c):
+            changed = 0
+            for mid, raw in c.execute("SELECT id, sources FROM messages WHERE sources IS NOT NULL").fetchall():
+                try:
+                    sources = json.loads(raw)
+                except ValueError:
+                    sources = None
+                if not isinstance(sources, list):
+                    continue
+                kept = [s for s in sources if not (isinstance(s, dict) and s.get("path") in paths)]
+                if len(kept) != len(sources):
+                    c.execute("UPDATE messages SET sources = ? WHERE id = ?", (json.dumps(kept), mid))
+                    changed += 1
+            return changed
+        return self.write(tx)
+
     def vacuum(self) -> None:
-        self.run(lambda: (self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"), self._conn.execute("VACUUM")))
+        def vac():
+            # FTS5 records deletions as tombstones beside the old entries; 'optimize' merges the index into
+            # one segment without them, so a forgotten document's words leave the index too
+            self._conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES('optimize')")
+            self._conn.execute("VACUUM")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()   # the old pages leave the WAL too
+        self.run(vac)
 
     def integrity(self) -> str:
         return self.read(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
