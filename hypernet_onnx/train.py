@@ -55,6 +55,7 @@ class TrainConfig:
     eval_every: int = 100
     seed: int = 0
     threads: int = 0
+    profile_input: str = "profile"   # "zeros": no personalization -> one LoRA for all users (the mt-lora baseline)
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
@@ -198,6 +199,8 @@ class Trainer:
         items = [encode(self.tok, self.template, ex, self.cfg.max_len) for ex in batch]
         input_ids, mask, loss_mask = collate(items, self.tok.pad_token_id or 0)
         prof = torch.tensor(np.stack([self.profiles[profile_of(ex.user)] for ex in batch]))     # (B, P)
+        if self.cfg.profile_input == "zeros":
+            prof = torch.zeros_like(prof)
         set_lora(self.wrappers, self.hyper(prof), self.hyper.scale)
         return example_losses(self.model, input_ids, mask, loss_mask)
 
