@@ -12,7 +12,9 @@ from pathlib import Path
 
 import click
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from .offline import force_offline  # noqa: E402
+
+force_offline()     # set, not defaulted: nothing in Tailor goes online (app/offline.py)
 
 
 def _emit(ctx, data, human) -> None:
@@ -40,13 +42,14 @@ def _core(ctx):
 class _Group(click.Group):
     def invoke(self, ctx):
         from .core import TailorError
+        from .engine import PromptTooLongError
         from .hypernet import HypernetError
         from .ingest import IngestError
         from .lora_gguf import AdapterError
         from .models import ModelError
         try:
             return super().invoke(ctx)
-        except (TailorError, HypernetError, AdapterError, ModelError, IngestError) as exc:
+        except (TailorError, HypernetError, AdapterError, ModelError, IngestError, PromptTooLongError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
 
@@ -81,6 +84,11 @@ def _progress_bar(label):
 @click.pass_context
 def import_(ctx, paths, no_adapt):
     """Import files and folders (txt, md, html, pdf, docx, eml, mbox, json, jsonl)."""
+    from .core import TailorError
+    missing = [p for p in paths if not os.path.lexists(Path(p).expanduser())]
+    if missing:     # a mistyped argument is a usage error, not a failed document to remember
+        raise TailorError(f"{missing[0]}: no such file or folder" + (f" (and {len(missing) - 1} more)"
+                                                                       if len(missing) > 1 else ""))
     t = _core(ctx)
     bar, cb = _progress_bar("importing")
     summary = t.import_paths(paths, progress=cb)

@@ -241,8 +241,9 @@ class Tailor:
         except ingest.IngestError as exc:
             return self._fail(key, existing, str(exc))
         if existing and existing.sha256 == sha and existing.status in ("ok", "duplicate"):
-            self.store.write(lambda c: c.execute("UPDATE documents SET mtime=?, size=? WHERE id=?",
-                                                 (st.st_mtime, st.st_size, existing.id)))
+            self.store.write(lambda c: c.execute(   # (a file restored after a failed change: clear that error)
+                "UPDATE documents SET mtime=?, size=?, error=CASE WHEN status='ok' THEN NULL ELSE error END "
+                "WHERE id=?", (st.st_mtime, st.st_size, existing.id)))
             return "unchanged"
         twin = self.store.find_by_sha(sha, key)
         if twin is not None:

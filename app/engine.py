@@ -18,7 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from .lora_gguf import AdapterError, read_adapter, read_base_spec
+from .models import ModelError
 from .prompts import render_chat
+
+
+class PromptTooLongError(ValueError):
+    """The prompt (with history and retrieved passages) does not fit the context; a message for the person."""
 
 
 @dataclass
@@ -38,9 +43,13 @@ class Engine:
         self._llama_cpp = llama_cpp
         self.model_path = Path(model_path)
         self.spec = read_base_spec(self.model_path)
-        self.llm = llama_cpp.Llama(
-            model_path=str(self.model_path), n_ctx=n_ctx, n_threads=n_threads or max(1, os.cpu_count() or 1),
-            n_gpu_layers=n_gpu_layers, logits_all=logits_all, verbose=False, seed=0)
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(self.model_path), n_ctx=n_ctx, n_threads=n_threads or max(1, os.cpu_count() or 1),
+                n_gpu_layers=n_gpu_layers, logits_all=logits_all, verbose=False, seed=0)
+        except (ValueError, RuntimeError, OSError) as exc:    # a damaged or incomplete GGUF
+            raise ModelError(f"llama.cpp could not load the base model {self.model_path} ({exc}); "
+                             "use the bundled model or a complete GGUF of the same architecture") from exc
         Engine.loads += 1
         self.template = self.llm.metadata.get("tokenizer.chat_template")
         if not self.template:
@@ -110,7 +119,8 @@ class Engine:
             tokens = self.tokenize(prompt)
             budget = self.llm.n_ctx() - len(tokens)
             if budget <= 0:
-                raise ValueError(f"prompt is {len(tokens)} tokens; the context holds {self.llm.n_ctx()}")
+                raise PromptTooLongError(f"the prompt is {len(tokens)} tokens; the model's context holds "
+                                         f"{self.llm.n_ctx()}: shorten it (or ask with fewer passages, --k)")
             temp = temperature if temperature is not None else (0.7 if seed is not None else 0.0)
             if seed is not None:
                 self.llm.set_seed(seed)

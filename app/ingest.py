@@ -714,6 +714,8 @@ def extract(path: Path) -> Extracted:
         raise IngestError(f"could not read {kind}: not enough memory") from exc
     except Exception as exc:
         raise IngestError(f"could not read {kind}: {_detail(exc)}") from exc
+    if len(raw) > MAX_TEXT_CHARS * 2:    # as the PDF and mbox readers: normalising seldom halves real text,
+        _too_much_text(len(raw))         # and it would cost ~10 bytes per word of a hopeless 50 MB file
     text = normalise(raw)
     if not text:
         raise IngestError(f"no text found in this {kind}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,9 +71,80 @@ class BaseSpec:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+_GGUF_SCALAR_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+MAX_GGUF_ARRAY = 1 << 22          # elements in one metadata array (a 256k vocabulary fits many times)
+
+
+def check_gguf_structure(path: Path) -> None:
+    """Walk a GGUF header with every length and count checked against the file size; ValueError if not sound.
+
+    gguf.GGUFReader trusts the header: with a damaged count it reads past the end of the file, gets empty
+    arrays, stops advancing and loops for up to 2**64 iterations, so one bad byte could hang the app. This
+    walk is bounded by the file size, so it runs before any GGUFReader sees a file."""
+    import mmap
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 24:
+            raise ValueError("file is too short for a GGUF header")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            _walk_gguf(m, size)
+
+
+def _walk_gguf(m, size: int) -> None:
+    if m[:4] != b"GGUF":
+        raise ValueError("not a GGUF file (bad magic)")
+    order = ">" if struct.unpack_from("<I", m, 4)[0] & 0xFFFF == 0 else "<"     # byte-swapped files exist
+
+    def need(off: int, n: int) -> None:
+        if n < 0 or off + n > size:
+            raise ValueError(f"a header field at byte {off} runs past the end of the file")
+
+    def uint(off: int, fmt: str) -> int:
+        need(off, struct.calcsize(fmt))
+        return struct.unpack_from(order + fmt, m, off)[0]
+
+    def value(off: int, vtype: int, depth: int = 0) -> int:
+        if vtype == _GGUF_STRING:
+            n = uint(off, "Q")
+            need(off + 8, n)
+            return off + 8 + n
+        if vtype == _GGUF_ARRAY:
+            itype, count = uint(off, "I"), uint(off + 4, "Q")
+            off += 12
+            if depth > 2 or count > MAX_GGUF_ARRAY:
+                raise ValueError(f"implausible metadata array at byte {off - 12} ({count} elements)")
+            if itype in _GGUF_SCALAR_SIZE:
+                need(off, count * _GGUF_SCALAR_SIZE[itype])
+                return off + count * _GGUF_SCALAR_SIZE[itype]
+            for _ in range(count):
+                off = value(off, itype, depth + 1)
+            return off
+        if vtype not in _GGUF_SCALAR_SIZE:
+            raise ValueError(f"unknown metadata value type {vtype} at byte {off}")
+        need(off, _GGUF_SCALAR_SIZE[vtype])
+        return off + _GGUF_SCALAR_SIZE[vtype]
+
+    n_tensors, n_kv = uint(8, "Q"), uint(16, "Q")
+    if n_kv * 13 + n_tensors * 24 > size - 24:      # the smallest possible entries would not fit
+        raise ValueError(f"header claims {n_kv} metadata entries and {n_tensors} tensors; the file is too small")
+    off = 24
+    for _ in range(n_kv):
+        off = value(off, _GGUF_STRING)               # key
+        off = value(off + 4, uint(off, "I"))
+    for _ in range(n_tensors):
+        off = value(off, _GGUF_STRING)               # name
+        n_dims = uint(off, "I")
+        if n_dims > 4:
+            raise ValueError(f"tensor at byte {off} has {n_dims} dimensions (at most 4)")
+        need(off + 4, 8 * n_dims + 12)
+        off += 4 + 8 * n_dims + 12
+
+
 def read_base_spec(gguf_path: Path) -> BaseSpec:
     import gguf
     try:
+        check_gguf_structure(gguf_path)
         reader = gguf.GGUFReader(str(gguf_path))
     except Exception as exc:
         raise AdapterError(f"{gguf_path} is not a readable GGUF file ({exc})") from exc
@@ -144,15 +216,20 @@ def write_adapter(adapter: LoraAdapter, path: Path, spec: BaseSpec, *, permute_q
     writer.add_string("adapter.type", "lora")
     writer.add_float32("adapter.lora.alpha", float(adapter.alpha))
     for key, value in sorted(adapter.metadata.items()):
-        writer.add_string(f"tailor.{key}", str(value))
+        if key not in ("base_fingerprint", "tensors_sha256"):     # (re)computed below
+            writer.add_string(f"tailor.{key}", str(value))
     writer.add_string("tailor.base_fingerprint", spec.fingerprint())
+    tensors = []
     for (layer, module), (a, b) in sorted(adapter.weights.items()):
         heads = _rope_heads(module, spec)
         if permute_qk and heads:
             b = rope_permute(b, heads)
         name = f"blk.{layer}.{MODULE_TO_GGUF[module]}.weight"
-        writer.add_tensor(f"{name}.lora_a", np.ascontiguousarray(a, dtype=np.float32))
-        writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b, dtype=np.float32))
+        tensors.append((f"{name}.lora_a", np.ascontiguousarray(a, dtype=np.float32)))
+        tensors.append((f"{name}.lora_b", np.ascontiguousarray(b, dtype=np.float32)))
+    writer.add_string("tailor.tensors_sha256", tensors_sha256(tensors))
+    for name, t in tensors:
+        writer.add_tensor(name, t)
     try:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -168,8 +245,33 @@ def write_adapter(adapter: LoraAdapter, path: Path, spec: BaseSpec, *, permute_q
     return path
 
 
+def tensors_sha256(tensors) -> str:
+    """SHA-256 over (name, shape, float32 bytes) of an adapter's tensors as stored in the file.
+
+    Written as ``tailor.tensors_sha256`` so that a modified or damaged adapter is refused on reading
+    instead of loading and quietly changing the model."""
+    h = hashlib.sha256()
+    for name, t in sorted(tensors, key=lambda nt: nt[0]):
+        t = np.ascontiguousarray(t, dtype="<f4")
+        h.update(f"{name}:{list(t.shape)}:".encode())
+        h.update(t.tobytes())
+    return h.hexdigest()
+
+
 def read_adapter(path: Path, spec: BaseSpec | None = None) -> LoraAdapter:
-    """Read an adapter back into PEFT layout; with ``spec``, validate it against the base model."""
+    """Read an adapter back into PEFT layout; with ``spec``, validate it against the base model.
+
+    However the file is damaged, the only exception that comes out is AdapterError
+    (tests/test_tamper.py feeds it thousands of mutated files)."""
+    try:
+        return _read_adapter(Path(path), spec)
+    except AdapterError:
+        raise
+    except Exception as exc:    # a parser path nobody foresaw: still the same clear refusal
+        raise AdapterError(f"adapter {path} is damaged ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_adapter(path: Path, spec: BaseSpec | None) -> LoraAdapter:
     import gguf
     path = Path(path)
     try:
@@ -179,6 +281,7 @@ def read_adapter(path: Path, spec: BaseSpec | None = None) -> LoraAdapter:
     if size > MAX_ADAPTER_BYTES:
         raise AdapterError(f"adapter {path} is {size} bytes, over the {MAX_ADAPTER_BYTES} limit")
     try:
+        check_gguf_structure(path)
         reader = gguf.GGUFReader(str(path))
         fields = {k: f.contents() for k, f in reader.fields.items()}
     except Exception as exc:   # gguf raises ValueError/IndexError/struct errors on damaged files
@@ -195,6 +298,10 @@ def read_adapter(path: Path, spec: BaseSpec | None = None) -> LoraAdapter:
         raise
     except Exception as exc:
         raise AdapterError(f"adapter {path} is not a valid GGUF file ({type(exc).__name__}: {exc})") from exc
+    stamped = fields.get("tailor.tensors_sha256")
+    if stamped is not None and stamped != tensors_sha256(tensors.items()):
+        raise AdapterError(f"adapter {path} does not match its SHA-256 (modified or damaged); "
+                           "delete it and run `tailor adapt`")
     alpha = fields.get("adapter.lora.alpha")
     if not isinstance(alpha, float) or not np.isfinite(alpha):
         raise AdapterError(f"adapter {path} has no valid adapter.lora.alpha")

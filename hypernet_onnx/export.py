@@ -76,6 +76,8 @@ def export(ckpt: Path, out: Path) -> Path:
         model.metadata_props.add(key=k, value=v)
     onnx.save(model, str(out))
     tmp.unlink()
+    from app.hypernet import stamp_integrity
+    stamp_integrity(out)          # SHA-256 appended: a bit flip in the shipped file is refused at load
     return out
 
 
