@@ -141,7 +141,22 @@ def _walk_gguf(m, size: int) -> None:
         off += 4 + 8 * n_dims + 12
 
 
+_SPEC_CACHE: dict[tuple[str, int, int], BaseSpec] = {}
+
+
 def read_base_spec(gguf_path: Path) -> BaseSpec:
+    """The base model's shapes; parsed once per process and file version (parsing costs ~2 s)."""
+    try:
+        st = Path(gguf_path).stat()
+    except OSError as exc:
+        raise AdapterError(f"{gguf_path} cannot be read ({exc.strerror})") from exc
+    key = (str(Path(gguf_path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SPEC_CACHE:
+        _SPEC_CACHE[key] = _read_base_spec(gguf_path)
+    return _SPEC_CACHE[key]
+
+
+def _read_base_spec(gguf_path: Path) -> BaseSpec:
     import gguf
     try:
         check_gguf_structure(gguf_path)
