@@ -244,6 +244,9 @@ class Trainer:
             print(json.dumps(self.log[-1]), flush=True)
         while self.step < c.steps:
             running.append(self.train_step())
+            if self.step % 10 == 0:
+                print(json.dumps({"step": self.step, "train_10": float(np.mean(running[-10:])),
+                                  "elapsed": round(time.time() - t0, 1)}), flush=True)
             if self.step % c.eval_every == 0 or self.step == c.steps:
                 rec = {"step": self.step, "train": float(np.mean(running)), **self.evaluate(),
                        "lr": self.lr_at(self.step), "elapsed": time.time() - t0}
