@@ -183,6 +183,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--users", type=int, default=None)
+    ap.add_argument("--skip", type=int, default=0, help="skip the first N users (e.g. those used for model selection)")
     ap.add_argument("--methods", default="base,rag,p2p,p2p+rag,p2p-shuffled",
                     help=f"comma-separated subset of {','.join(ALL_METHODS)}")
     ap.add_argument("--hypernet", type=Path, default=None, help="default: assets/hypernet/hypernet.onnx")
@@ -196,7 +197,7 @@ def main(argv=None) -> None:
         ap.error(f"unknown methods {sorted(unknown)}")
     if "mt-lora" in methods and a.mt_lora is None:
         ap.error("--methods mt-lora needs --mt-lora ADAPTER.gguf (python -m hypernet_onnx.mt_lora)")
-    users = D.load_users(a.data, a.users)
+    users = D.load_users(a.data, None if a.users is None else a.skip + a.users)[a.skip:]
     a.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         ev = Evaluator(a.hypernet, a.mt_lora, a.oppu_steps, Path(tmp))
