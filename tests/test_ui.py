@@ -280,7 +280,7 @@ def test_event_loop_never_stalls(qapp, qtbot, tmp_path):
             win.chat.send(PROMPT)
         timer.stop()
         assert answered.args[0]["text"]
-        assert time.perf_counter() - t0 > 1.0 and len(gaps) > 50
+        assert time.perf_counter() - t0 > 0.3 and len(gaps) > 20   # the timer really ran through the work
         worst = max(gaps)
         assert worst < 100, f"event loop stalled {worst} ms (ticks: {len(gaps)}, " \
                             f"over 50 ms: {sum(g > 50 for g in gaps)})"
