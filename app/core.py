@@ -6,7 +6,6 @@ answer), each exactly once per process.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ import numpy as np
 from . import ingest, offline
 from .chunking import chunk_document
 from .lora_gguf import AdapterError, now_iso, write_adapter
-from .models import verify_base_model
+from .models import sha256_file, verify_base_model
 from .paths import data_dir, ensure_private_dir
 from .profile import profile_vector
 from .sandbox import EXTRACT_TIMEOUT_S, Extractor
@@ -90,12 +89,7 @@ class Answer:
         return asdict(self)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
+file_sha256 = sha256_file     # module-level name so tests can simulate an unreadable file
 
 
 class Tailor:

@@ -324,9 +324,10 @@ class Store:
         self.write(lambda c: c.execute("DELETE FROM adapters WHERE version = ?", (version,)))
 
     def adapters_using(self, doc_id: int) -> list[dict]:
-        return [a for a in self.adapters() if a["version"] in self.read(lambda c: {r[0] for r in c.execute(
+        versions = self.read(lambda c: {r[0] for r in c.execute(
             "SELECT a.version FROM adapters a JOIN adapter_documents ad ON ad.adapter_id = a.id "
-            "WHERE ad.document_id = ?", (doc_id,))})]
+            "WHERE ad.document_id = ?", (doc_id,))})
+        return [a for a in self.adapters() if a["version"] in versions]
 
     # --- chats -------------------------------------------------------------------
     def new_chat(self, title: str) -> int:

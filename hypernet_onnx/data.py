@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from app.chunking import chunk_document
+from app.models import sha256_file
 from app.profile import profile_vector
 from app.prompts import TASKS, task_messages, task_target
 
@@ -35,11 +35,7 @@ def load_users(path: Path, limit: int | None = None) -> list[dict]:
 
 
 def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def profile_chunks(user: dict) -> list[str]:

@@ -47,6 +47,16 @@ def embedder():
 
 
 @pytest.fixture
+def tailor(home, embedder, hypernet, spec):
+    """A core on a fresh data dir that reuses the session's models (no reloads)."""
+    from app.core import Tailor
+    t = Tailor(home)
+    t._embedder, t._hypernet, t._spec = embedder, hypernet, spec
+    yield t
+    t.close()
+
+
+@pytest.fixture
 def no_network(monkeypatch):
     """Fail loudly on any socket connect or DNS lookup."""
     def deny(*a, **k):

@@ -124,14 +124,6 @@ class PeakRSS:
         self.peak["app"] -= self.baseline
 
 
-@pytest.fixture
-def tailor(home, embedder, hypernet, spec):
-    t = Tailor(home)
-    t._embedder, t._hypernet, t._spec = embedder, hypernet, spec    # the session's models: no reloads
-    yield t
-    t.close()
-
-
 # --- the one big hostile import -------------------------------------------------------------------------
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="RSS is sampled from /proc")

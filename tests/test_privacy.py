@@ -104,14 +104,6 @@ def test_the_extraction_worker_has_no_network():
 
 # --- 2. data at rest -------------------------------------------------------------------------------------
 
-@pytest.fixture
-def tailor(home, embedder, hypernet, spec):
-    t = Tailor(home)
-    t._embedder, t._hypernet, t._spec = embedder, hypernet, spec    # the session's models: no reloads
-    yield t
-    t.close()
-
-
 def test_everything_at_rest_is_owner_only(home, embedder, hypernet, spec):
     old = os.umask(0)                     # the most permissive umask: modes must not depend on it
     try:
