@@ -235,19 +235,24 @@ class Trainer:
         out["dev_base"] = self._dev_base
         return out
 
-    def run(self, max_seconds: float | None = None) -> list[dict]:
+    def run(self, max_seconds: float | None = None, until: int | None = None) -> list[dict]:
+        """Train to cfg.steps, or stop early (with a checkpoint) at step `until` or after `max_seconds`.
+
+        Stopping at a step keeps the schedule of the full run, so two configs can be compared at equal steps
+        without training either to the end; a later call resumes where this one stopped."""
         c = self.cfg
         t0 = time.time()
         running = []
         if self.step == 0 and not self.log:
             self.log.append({"step": 0, **self.evaluate(), "elapsed": 0.0})
             print(json.dumps(self.log[-1]), flush=True)
-        while self.step < c.steps:
+        stop = min(c.steps, until) if until is not None else c.steps
+        while self.step < stop:
             running.append(self.train_step())
             if self.step % 10 == 0:
                 print(json.dumps({"step": self.step, "train_10": float(np.mean(running[-10:])),
                                   "elapsed": round(time.time() - t0, 1)}), flush=True)
-            if self.step % c.eval_every == 0 or self.step == c.steps:
+            if self.step % c.eval_every == 0 or self.step in (c.steps, stop):
                 rec = {"step": self.step, "train": float(np.mean(running)), **self.evaluate(),
                        "lr": self.lr_at(self.step), "elapsed": time.time() - t0}
                 running = []
@@ -285,8 +290,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--max-seconds", type=float, default=None, help="stop (with a checkpoint) after this long")
+    ap.add_argument("--until", type=int, default=None, help="stop (with a checkpoint) at this step")
     a = ap.parse_args(argv)
-    Trainer(TrainConfig.load(a.config)).run(a.max_seconds)
+    Trainer(TrainConfig.load(a.config)).run(a.max_seconds, a.until)
 
 
 if __name__ == "__main__":

@@ -51,3 +51,16 @@ def test_loss_falls_and_resumes(tiny_cfg):
         assert torch.equal(v, v2), k
     tr2.run()
     assert tr2.step == tiny_cfg.steps + 2
+
+
+def test_until_stops_at_a_step_with_the_full_schedule(tiny_cfg):
+    cfg = dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-until")
+    tr = Trainer(cfg)
+    log = tr.run(until=5)
+    assert tr.step == 5 and log[-1]["step"] == 5 and "dev" in log[-1]   # evaluated where it stopped
+    assert log[-1]["lr"] == pytest.approx(tr.lr_at(5))                  # schedule of the full run, not of 5 steps
+    assert tr.lr_at(5) > tr.lr_at(cfg.steps - 1)
+    again = Trainer(cfg)                                                  # resumes from the checkpoint
+    assert again.step == 5
+    again.run(until=7)
+    assert again.step == 7
