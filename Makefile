@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-MODELS := models/SmolLM2-135M-Instruct.Q4_1.gguf models/all-MiniLM-L6-v2.onnx
+MODELS := models/SmolLM2-135M-Instruct.Q4_1.gguf models/all-MiniLM-L6-v2.int8.onnx
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 models/SmolLM2-135M-Instruct.Q4_1.gguf: | $(STAMP)
 	$(BIN)/python -m app.fetch_models
 
-models/all-MiniLM-L6-v2.onnx: | $(STAMP)
+models/all-MiniLM-L6-v2.int8.onnx: | $(STAMP)
 	$(BIN)/python -m hypernet_onnx.export_embedder
 
 bundle: $(STAMP) $(MODELS)

@@ -318,8 +318,8 @@ class Tailor:
         return done
 
     def _embedder_id(self) -> str:
-        from .models import EMBEDDER_ID
-        return EMBEDDER_ID
+        from .models import EMBEDDER_KEY
+        return EMBEDDER_KEY
 
     def latest_adapter(self) -> dict | None:
         for a in self.store.adapters():

@@ -2,7 +2,9 @@
 
 The graph (exported by hypernet_onnx.export_embedder) already mean-pools and
 normalises, so this module only tokenizes and batches. Texts are sorted by
-length before batching so short chunks do not pay for long ones' padding.
+length before batching so short chunks do not pay for long ones' padding; small
+batches (8) measured faster than 32 here (cache-friendly activations), and the
+int8 graph is what makes it >2x sentence-transformers (`tailor bench`).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import EMBEDDER_ID, embedder_files
+from .models import EMBEDDER_KEY, embedder_files
 
 MAX_TOKENS = 256   # sentence-transformers' max_seq_length for this model
 DIM = 384
@@ -29,9 +31,9 @@ def _session(onnx_path: Path, threads: int | None):
 class Embedder:
     """Lazily loads the ONNX graph; embed() returns (N, 384) float32, unit norm."""
 
-    id = EMBEDDER_ID
+    id = EMBEDDER_KEY
 
-    def __init__(self, threads: int | None = None, batch_size: int = 32):
+    def __init__(self, threads: int | None = None, batch_size: int = 8):
         from tokenizers import Tokenizer
         onnx_path, tok_path = embedder_files()
         self.tokenizer = Tokenizer.from_file(str(tok_path))

@@ -38,7 +38,11 @@ SMOLLM2 = BaseModelSpec(
 DEFAULT_BASE = SMOLLM2
 
 EMBEDDER_ID = "sentence-transformers/all-MiniLM-L6-v2"
-EMBEDDER_ONNX = "all-MiniLM-L6-v2.onnx"      # exported by hypernet_onnx.export_embedder
+# exported by hypernet_onnx.export_embedder: int8 weights (per channel) except each FFN's down projection,
+# which stays fp32 -- quantizing it too cost cosine (min 0.987 vs 0.993 on 563 mlpapers-dev chunks).
+EMBEDDER_ONNX = "all-MiniLM-L6-v2.int8.onnx"
+# Embeddings are stored under this key: another graph (e.g. a future fp16 one) re-embeds instead of mixing.
+EMBEDDER_KEY = f"{EMBEDDER_ID}#onnx-int8"
 EMBEDDER_TOKENIZER = "all-MiniLM-L6-v2.tokenizer.json"
 FETCH_HINT = "run `make models` (or `make run`) to fetch and verify the models"
 
