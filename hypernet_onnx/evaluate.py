@@ -36,15 +36,19 @@ NLL_MAX_TARGET = 256
 
 
 class Evaluator:
-    def __init__(self, hypernet_path: Path | None, mt_lora: Path | None, oppu_steps: int, workdir: Path):
-        self.engine = Engine(default_base_model_path(), n_ctx=2048, logits_all=True)
+    def __init__(self, hypernet_path: Path | None, mt_lora: Path | None, oppu_steps: int, workdir: Path,
+                 threads: int | None = None):
+        if threads:                          # OPPU's torch training too; llama.cpp and the embedder below
+            import torch
+            torch.set_num_threads(threads)
+        self.engine = Engine(default_base_model_path(), n_ctx=2048, logits_all=True, n_threads=threads)
         self.spec = self.engine.spec
         self.hyper = Hypernet(hypernet_path, self.spec)
         self.mt_lora = mt_lora
         self.oppu_steps = oppu_steps
         self.workdir = workdir
         from app.embed import Embedder
-        self.embedder = Embedder()
+        self.embedder = Embedder(threads=threads)
         from rouge_score import rouge_scorer
         self.scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
         self._oppu = None
@@ -189,6 +193,8 @@ def main(argv=None) -> None:
     ap.add_argument("--hypernet", type=Path, default=None, help="default: assets/hypernet/hypernet.onnx")
     ap.add_argument("--mt-lora", type=Path, default=None, help="GGUF adapter for the mt-lora method")
     ap.add_argument("--oppu-steps", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads (default: all); two runs side by side with 1 each avoid oversubscription")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -200,7 +206,7 @@ def main(argv=None) -> None:
     users = D.load_users(a.data, None if a.users is None else a.skip + a.users)[a.skip:]
     a.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        ev = Evaluator(a.hypernet, a.mt_lora, a.oppu_steps, Path(tmp))
+        ev = Evaluator(a.hypernet, a.mt_lora, a.oppu_steps, Path(tmp), a.threads)
         t0 = time.time()
         res, rows = ev.run(users, methods)
     res["data"] = str(a.data.name)

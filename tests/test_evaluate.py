@@ -1,0 +1,69 @@
+"""The evaluation command end to end on a two-user file made from the sample documents:
+every method runs through llama.cpp + GGUF adapters and results.json has the layout issue #3 names."""
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from app import ingest
+from hypernet_onnx import evaluate as E
+from tests.conftest import SAMPLES
+
+
+def _user(name: str, folder: str) -> dict:
+    docs = [ingest.extract(p) for p in sorted((SAMPLES / folder).glob("*.md"))]
+    items = [{"title": d.title, "text": " ".join(d.text.split()[:120])} for d in docs]
+    return {"user": name, "profile": items[:-1], "queries": items[-1:]}
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("evaldata") / "two.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for u in (_user("perf", "interpreter-performance"), _user("pack", "packaging")):
+            f.write(json.dumps(u) + "\n")
+    return path
+
+
+def test_evaluate_every_method(data_file, tmp_path, hypernet, spec):
+    from app.lora_gguf import write_adapter
+    # any valid adapter stands in for the mt-lora one here (the shipped hypernetwork at a zero profile)
+    mt = write_adapter(hypernet.generate(np.zeros(hypernet.input_dim, np.float32)), tmp_path / "mt.gguf", spec)
+    out = tmp_path / "out"
+    E.main(["--data", str(data_file), "--methods", ",".join(E.ALL_METHODS), "--mt-lora", str(mt),
+            "--oppu-steps", "2", "--out", str(out)])
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_users"] == 2 and set(res["methods"]) == set(E.ALL_METHODS)
+    for m, v in res["methods"].items():
+        for task in ("headline", "writing"):
+            assert set(v[task]) == {"rouge1", "rougeL", "nll"}
+            assert 0 <= v[task]["rougeL"] <= v[task]["rouge1"] + 1e-9 <= 1 + 1e-9
+            assert 0 < v[task]["nll"] < 20
+        assert v["sec_per_user"] >= 0
+    ms = res["methods"]
+    # the adapters really change the model; shuffling really swaps adapters between users
+    assert ms["p2p"]["writing"]["nll"] != ms["base"]["writing"]["nll"]
+    assert ms["p2p"]["writing"]["nll"] != ms["p2p-shuffled"]["writing"]["nll"]
+    assert ms["oppu"]["sec_per_user"] > ms["p2p"]["sec_per_user"] > 0
+    assert set(res["ci"]) == {"p2p - base", "p2p - p2p-shuffled"}
+    rows = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
+    assert len(rows) == len(E.ALL_METHODS) * 2 * 1 * 2          # methods x users x queries x tasks
+    assert "| p2p |" in (out / "results.md").read_text()
+
+
+def test_paired_bootstrap():
+    rows = [{"method": m, "user": u, "query": q, "task": "headline", "nll": base + (0.5 if m == "a" else 0.0)}
+            for u, base in enumerate([1.0, 2.0, 3.0, 4.0]) for q in range(2) for m in ("a", "b")]
+    d = E.paired_bootstrap(rows, "a", "b", "headline", "nll")
+    assert d["diff"] == pytest.approx(0.5) and d["lo"] == pytest.approx(0.5) and d["hi"] == pytest.approx(0.5)
+    rows[0]["nll"] += 4.0                                       # one user's difference grows: the CI widens
+    d = E.paired_bootstrap(rows, "a", "b", "headline", "nll")
+    assert d["lo"] < d["diff"] < d["hi"] and d["diff"] == pytest.approx(1.0)
+
+
+def test_unknown_method_is_refused(data_file, tmp_path):
+    with pytest.raises(SystemExit):
+        E.main(["--data", str(data_file), "--methods", "p2p,magic", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        E.main(["--data", str(data_file), "--methods", "mt-lora", "--out", str(tmp_path)])
