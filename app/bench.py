@@ -67,8 +67,11 @@ def _bench(t, runs: int) -> dict:
     return out
 
 
-def embedding_bench(t, n_chunks: int = 256) -> dict:
-    """ONNX embedder vs the plain sentence-transformers baseline, same chunks, same run."""
+def embedding_bench(t, n_chunks: int = 256, repeats: int = 3) -> dict:
+    """ONNX embedder vs the plain sentence-transformers baseline, same chunks, same run.
+
+    Each side gets its best of `repeats` timings (as timeit does), and the baseline its better
+    batch size of 8 and 32 (32 is its default), so the speed-up is not won by tuning only our side."""
     from .chunking import chunk_document
     from . import ingest
     chunks = []
@@ -76,22 +79,30 @@ def embedding_bench(t, n_chunks: int = 256) -> dict:
         doc = ingest.extract(p)
         chunks += chunk_document(doc.title, doc.text)
     chunks = (chunks * (n_chunks // max(1, len(chunks)) + 1))[:n_chunks]
-    emb = t.embedder
-    emb.embed(chunks[:16])
-    t0 = time.perf_counter()
-    ours = emb.embed(chunks)
-    ours_rate = len(chunks) / (time.perf_counter() - t0)
+
+    def best_rate(fn) -> tuple[float, object]:
+        fn(chunks[:16])
+        times, out = [], None
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = fn(chunks)
+            times.append(time.perf_counter() - t0)
+        return len(chunks) / min(times), out
+
+    ours_rate, ours = best_rate(t.embedder.embed)
     res = {"chunks": len(chunks), "onnx_chunks_per_s": round(ours_rate, 1), "goal_speedup": 2.0}
     try:
         from sentence_transformers import SentenceTransformer
         from .models import reference_embedder_dir
         st = SentenceTransformer(str(reference_embedder_dir()), device="cpu")
-        st.encode(chunks[:16])
-        t0 = time.perf_counter()
-        ref = st.encode(chunks, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
-        st_rate = len(chunks) / (time.perf_counter() - t0)
+        rates = {}
+        for bs in (8, 32):
+            rates[bs], ref = best_rate(lambda c: st.encode(c, batch_size=bs, normalize_embeddings=True,
+                                                           convert_to_numpy=True))
+        st_rate = max(rates.values())
         cos = (ours * ref).sum(1)
         res.update({"sentence_transformers_chunks_per_s": round(st_rate, 1),
+                    "sentence_transformers_by_batch": {str(k): round(v, 1) for k, v in rates.items()},
                     "speedup": round(ours_rate / st_rate, 2), "cosine_min": round(float(cos.min()), 5),
                     "cosine_mean": round(float(cos.mean()), 5)})
     except ImportError:
