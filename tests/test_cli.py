@@ -48,3 +48,21 @@ def test_cli_errors_are_one_line(home):
     assert r.stderr.strip().startswith("error: the profile is empty") and "Traceback" not in r.output
     r = CliRunner().invoke(cli, ["forget", "999"], obj={})
     assert r.exit_code == 1 and "no document" in r.stderr
+
+
+def test_bench_reports_every_number_and_leaves_the_store_alone(home):
+    r = run("import", str(SAMPLES / "packaging"))
+    assert r.exit_code == 0, r.output
+    before = json.loads(run("info").stdout)["adapters"]
+    out = json.loads(run("bench", "--runs", "2").stdout)
+    swap = out["adapter_swap_ms"]
+    assert swap["runs"] == 2 and 0 < swap["p50"] <= swap["p90"]
+    assert set(swap["stages_p50"]) == {"hypernet", "write", "load"}
+    assert out["first_token_after_swap_ms"]["p50"] > 0
+    assert out["decode_tokens_per_s"]["with_adapter"] > 0 and out["decode_tokens_per_s"]["without"] > 0
+    emb = out["embedding"]
+    assert emb["chunks"] == 256 and emb["onnx_chunks_per_s"] > 0
+    assert set(emb["sentence_transformers_by_batch"]) == {"8", "32"}
+    assert emb["speedup"] == round(emb["onnx_chunks_per_s"] / emb["sentence_transformers_chunks_per_s"], 2)
+    assert emb["cosine_min"] >= 0.99                      # the fast path is still the same embedding
+    assert json.loads(run("info").stdout)["adapters"] == before   # ran in a throwaway data dir
