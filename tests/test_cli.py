@@ -63,6 +63,6 @@ def test_bench_reports_every_number_and_leaves_the_store_alone(home):
     emb = out["embedding"]
     assert emb["chunks"] == 256 and emb["onnx_chunks_per_s"] > 0
     assert set(emb["sentence_transformers_by_batch"]) == {"8", "32"}
-    assert emb["speedup"] == round(emb["onnx_chunks_per_s"] / emb["sentence_transformers_chunks_per_s"], 2)
+    assert abs(emb["speedup"] - emb["onnx_chunks_per_s"] / emb["sentence_transformers_chunks_per_s"]) < 0.02
     assert emb["cosine_min"] >= 0.99                      # the fast path is still the same embedding
     assert json.loads(run("info").stdout)["adapters"] == before   # ran in a throwaway data dir
