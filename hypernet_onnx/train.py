@@ -16,7 +16,7 @@ import math
 import os
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -291,8 +291,12 @@ def main(argv=None) -> None:
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--max-seconds", type=float, default=None, help="stop (with a checkpoint) after this long")
     ap.add_argument("--until", type=int, default=None, help="stop (with a checkpoint) at this step")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (overrides the config's)")
     a = ap.parse_args(argv)
-    Trainer(TrainConfig.load(a.config)).run(a.max_seconds, a.until)
+    cfg = TrainConfig.load(a.config)
+    if a.threads is not None:
+        cfg = replace(cfg, threads=a.threads)    # a machine setting, not part of the model: not in the config
+    Trainer(cfg).run(a.max_seconds, a.until)
 
 
 if __name__ == "__main__":
