@@ -17,7 +17,7 @@ import json
 import os
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -145,15 +145,60 @@ _SPEC_CACHE: dict[tuple[str, int, int], BaseSpec] = {}
 
 
 def read_base_spec(gguf_path: Path) -> BaseSpec:
-    """The base model's shapes; parsed once per process and file version (parsing costs ~2 s)."""
+    """The base model's shapes, parsed once per file version.
+
+    Parsing costs 2-5 s (gguf reads ~100k vocabulary strings), which every `tailor` command would pay
+    at start; so the result is also kept on disk, keyed like the in-process cache by (path, size,
+    mtime). The file's integrity is not taken from this cache: the bundled model is checked against
+    its pinned SHA-256 separately."""
     try:
         st = Path(gguf_path).stat()
     except OSError as exc:
         raise AdapterError(f"{gguf_path} cannot be read ({exc.strerror})") from exc
     key = (str(Path(gguf_path).resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SPEC_CACHE:
-        _SPEC_CACHE[key] = _read_base_spec(gguf_path)
+        disk = _spec_disk_cache()
+        stored = disk.get(json.dumps(key))
+        _SPEC_CACHE[key] = _spec_from_cache(stored)
+        if _SPEC_CACHE[key] is None:
+            _SPEC_CACHE[key] = _read_base_spec(gguf_path)
+            disk[json.dumps(key)] = asdict(_SPEC_CACHE[key])
+            _write_spec_disk_cache(disk)
     return _SPEC_CACHE[key]
+
+
+def _spec_from_cache(stored) -> BaseSpec | None:
+    """A cached spec, or None if absent or not exactly BaseSpec's fields and types (then parse again)."""
+    from dataclasses import fields
+    if not isinstance(stored, dict) or set(stored) != {f.name for f in fields(BaseSpec)}:
+        return None
+    if not all(type(stored[f.name]).__name__ == f.type for f in fields(BaseSpec)):
+        return None
+    return BaseSpec(**stored)
+
+
+def _spec_cache_file() -> Path:
+    from .paths import data_dir
+    return data_dir() / "cache" / "gguf-specs.json"
+
+
+def _spec_disk_cache() -> dict:
+    try:
+        data = json.loads(_spec_cache_file().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):            # missing or damaged: it is only a cache
+        return {}
+
+
+def _write_spec_disk_cache(data: dict) -> None:
+    path = _spec_cache_file()
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(dict(list(data.items())[-16:])))     # a few models at most
+        tmp.replace(path)
+    except OSError:
+        pass                                 # read-only data dir: parse again next time
 
 
 def _read_base_spec(gguf_path: Path) -> BaseSpec:

@@ -1,6 +1,7 @@
 """Shared fixtures. Real models throughout; the user data dir points at a tmpdir (TAILOR_HOME)."""
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# no test may touch the person's real data dir, even through a session fixture without `home`
+os.environ["TAILOR_HOME"] = tempfile.mkdtemp(prefix="tailor-tests-")
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "assets" / "samples"
