@@ -308,6 +308,7 @@ class Tailor:
     # --- adapter -----------------------------------------------------------------
     def embed_pending(self, progress: Callable[[int, int, str], None] | None = None) -> int:
         emb_id = self._embedder_id()
+        self.store.drop_other_embeddings(emb_id)    # after an embedder upgrade, re-embed rather than mix
         done = 0
         while batch := self.store.chunks_without_embedding(emb_id, 256):
             vecs = self.embedder.embed([t for _, t in batch])

@@ -243,6 +243,10 @@ class Store:
             "INSERT OR REPLACE INTO embeddings (chunk_id, embedder, vector) VALUES (?,?,?)",
             [(i, embedder, v.tobytes()) for i, v in zip(ids, vectors)]))
 
+    def drop_other_embeddings(self, embedder: str) -> int:
+        """Delete vectors made by any other embedder (an older graph): they are never read again."""
+        return self.write(lambda c: c.execute("DELETE FROM embeddings WHERE embedder != ?", (embedder,)).rowcount)
+
     def iter_embeddings(self, embedder: str, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(chunk ids (n,), vectors (n, D)) in batches, for streaming pooling with bounded memory."""
         last = -1

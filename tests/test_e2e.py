@@ -57,3 +57,21 @@ def test_retrieval_returns_sources(home):
     hits = t.retrieve("wheel binary package format", 3)
     assert hits and "wheel" in hits[0]["path"]
     t.close()
+
+
+def test_embedder_upgrade_reembeds_instead_of_mixing(tailor):
+    """Vectors from an older embedder graph are dropped and the chunks embedded again with the current one."""
+    import numpy as np
+    tailor.import_paths([SAMPLES / "packaging"])
+    key = tailor._embedder_id()
+    tailor.embed_pending()
+    ids = [i for batch, _ in tailor.store.iter_embeddings(key) for i in batch]
+    assert ids
+    tailor.store.write(lambda c: c.execute("UPDATE embeddings SET embedder = 'old-graph'"))
+    assert not list(tailor.store.iter_embeddings(key))
+    assert tailor.embed_pending() == len(ids)
+    assert [i for batch, _ in tailor.store.iter_embeddings(key) for i in batch] == ids
+    assert tailor.store.read(lambda c: c.execute("SELECT COUNT(*) FROM embeddings WHERE embedder != ?",
+                                                 (key,)).fetchone()[0]) == 0
+    vecs = np.concatenate([v for _, v in tailor.store.iter_embeddings(key)])
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
