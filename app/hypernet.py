@@ -111,12 +111,17 @@ class Hypernet:
             self.alpha = float(meta["alpha"])
             self.modules = meta["target_modules"].split(",")
             self.base_fingerprint = meta["base_fingerprint"]
+            self.embedder_id = meta["embedder_id"]
             unknown = set(self.modules) - set(MODULE_TO_GGUF)
             if unknown:
                 raise ValueError(f"unknown target modules {sorted(unknown)}")
         except (KeyError, ValueError) as exc:
             raise HypernetError(f"hypernetwork {self.path} has incomplete metadata ({type(exc).__name__}: {exc}); "
                                 "reinstall Tailor or export it again") from exc
+        from .models import EMBEDDER_ID
+        if self.embedder_id != EMBEDDER_ID:        # its input would be another model's embeddings: wrong, silently
+            raise HypernetError(f"hypernetwork {self.path.name} expects profiles embedded with {self.embedder_id}, "
+                                f"but Tailor embeds with {EMBEDDER_ID}; use a hypernetwork trained for it")
         if spec is not None:
             self.check_base(spec)
 

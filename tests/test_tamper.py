@@ -147,6 +147,10 @@ def test_garbage_and_foreign_hypernets_are_refused(tmp_path, spec):
         Hypernet(variant("no-rank.onnx", rank=None), spec)
     with pytest.raises(HypernetError, match="incomplete metadata"):
         Hypernet(variant("bad-modules.onnx", target_modules="q_proj,lm_head"), spec)
+    with pytest.raises(HypernetError, match="expects profiles embedded with intfloat/e5-small"):
+        Hypernet(variant("other-embedder.onnx", embedder_id="intfloat/e5-small"), spec)
+    with pytest.raises(HypernetError, match="incomplete metadata"):
+        Hypernet(variant("no-embedder.onnx", embedder_id=None), spec)
 
 
 def test_cli_refuses_a_damaged_hypernet(tmp_path, home):
