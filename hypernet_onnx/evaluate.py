@@ -183,9 +183,40 @@ def to_markdown(res: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(dirs: list[Path]) -> tuple[dict, list[dict]]:
+    """Combine runs over disjoint users of one data file (e.g. shards run side by side on separate cores):
+    means, seconds per user and the bootstrap CIs are recomputed over all their users."""
+    parts = [json.loads((d / "results.json").read_text()) for d in dirs]
+    for key in ("data", "hypernet"):
+        if len({p.get(key) for p in parts}) != 1:
+            raise SystemExit(f"cannot merge runs with different {key}: {[p.get(key) for p in parts]}")
+    methods = list(parts[0]["methods"])
+    if any(list(p["methods"]) != methods for p in parts):
+        raise SystemExit("cannot merge runs with different methods")
+    rows = [json.loads(line) for d in dirs for line in (d / "outputs.jsonl").read_text().splitlines() if line]
+    users = [r["user"] for r in rows]
+    if sum(p["n_users"] for p in parts) != len(set(users)):
+        raise SystemExit("cannot merge runs that share users")
+    sec = {m: [p["methods"][m]["sec_per_user"] for p in parts for _ in range(p["n_users"])] for m in methods}
+    res = summarize(rows, sec, methods, len(set(users)))
+    res.update(data=parts[0]["data"], hypernet=parts[0]["hypernet"], wall_s=max(p["wall_s"] for p in parts),
+               merged_from=[str(d) for d in dirs])
+    return res, rows
+
+
+def write_results(out: Path, res: dict, rows: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    (out / "outputs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (out / "results.md").write_text(to_markdown(res, res["data"].split(".")[0]))
+    print((out / "results.md").read_text())
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
+                    help="combine finished runs over disjoint users into --out (no evaluation)")
+    ap.add_argument("--data", type=Path, default=None, help="a data file (required unless --merge)")
     ap.add_argument("--users", type=int, default=None)
     ap.add_argument("--skip", type=int, default=0, help="skip the first N users (e.g. those used for model selection)")
     ap.add_argument("--methods", default="base,rag,p2p,p2p+rag,p2p-shuffled",
@@ -197,6 +228,11 @@ def main(argv=None) -> None:
                     help="CPU threads (default: all); two runs side by side with 1 each avoid oversubscription")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
+    if a.merge:
+        write_results(a.out, *merge(a.merge))
+        return
+    if a.data is None:
+        ap.error("--data is required")
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
@@ -212,10 +248,7 @@ def main(argv=None) -> None:
     res["data"] = str(a.data.name)
     res["hypernet"] = ev.hyper.id
     res["wall_s"] = round(time.time() - t0, 1)
-    (a.out / "results.json").write_text(json.dumps(res, indent=2))
-    (a.out / "outputs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    (a.out / "results.md").write_text(to_markdown(res, a.data.name.split(".")[0]))
-    print((a.out / "results.md").read_text())
+    write_results(a.out, res, rows)
 
 
 if __name__ == "__main__":

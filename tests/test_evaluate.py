@@ -26,13 +26,20 @@ def data_file(tmp_path_factory):
     return path
 
 
-def test_evaluate_every_method(data_file, tmp_path, hypernet, spec):
+@pytest.fixture(scope="module")
+def full_run(data_file, tmp_path_factory, hypernet, spec):
     from app.lora_gguf import write_adapter
+    tmp = tmp_path_factory.mktemp("evalrun")
     # any valid adapter stands in for the mt-lora one here (the shipped hypernetwork at a zero profile)
-    mt = write_adapter(hypernet.generate(np.zeros(hypernet.input_dim, np.float32)), tmp_path / "mt.gguf", spec)
-    out = tmp_path / "out"
+    mt = write_adapter(hypernet.generate(np.zeros(hypernet.input_dim, np.float32)), tmp / "mt.gguf", spec)
+    out = tmp / "out"
     E.main(["--data", str(data_file), "--methods", ",".join(E.ALL_METHODS), "--mt-lora", str(mt),
             "--oppu-steps", "2", "--out", str(out)])
+    return out
+
+
+def test_evaluate_every_method(full_run):
+    out = full_run
     res = json.loads((out / "results.json").read_text())
     assert res["n_users"] == 2 and set(res["methods"]) == set(E.ALL_METHODS)
     for m, v in res["methods"].items():
@@ -50,6 +57,24 @@ def test_evaluate_every_method(data_file, tmp_path, hypernet, spec):
     rows = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
     assert len(rows) == len(E.ALL_METHODS) * 2 * 1 * 2          # methods x users x queries x tasks
     assert "| p2p |" in (out / "results.md").read_text()
+
+
+def test_shards_merge_into_the_same_numbers(data_file, full_run, tmp_path):
+    """Two one-user runs merged give the rows and means of the two-user run (greedy decoding is deterministic)."""
+    for skip in (0, 1):
+        E.main(["--data", str(data_file), "--skip", str(skip), "--users", "1", "--methods", "base,p2p",
+                "--out", str(tmp_path / f"shard{skip}")])
+    E.main(["--merge", str(tmp_path / "shard0"), str(tmp_path / "shard1"), "--out", str(tmp_path / "merged")])
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    full = json.loads((full_run / "results.json").read_text())
+    assert merged["n_users"] == 2 and list(merged["methods"]) == ["base", "p2p"]
+    for m in ("base", "p2p"):
+        for task in ("headline", "writing"):
+            for k in ("rouge1", "rougeL", "nll"):
+                assert merged["methods"][m][task][k] == pytest.approx(full["methods"][m][task][k], abs=1e-4), (m, task, k)
+    assert set(merged["ci"]) == {"p2p - base"}
+    with pytest.raises(SystemExit, match="share users"):
+        E.main(["--merge", str(tmp_path / "shard0"), str(tmp_path / "shard0"), "--out", str(tmp_path / "bad")])
 
 
 def test_paired_bootstrap():
