@@ -32,3 +32,19 @@ def test_chunks_respect_sentence_boundaries_and_size():
 def test_title_is_part_of_the_first_chunk_once():
     assert chunk_document("My Title", "Body text here.")[0].startswith("My Title Body")
     assert document_text("Notes", "# Notes\n\nbody") == "# Notes\n\nbody"
+
+
+def test_pooling_100k_chunks_in_bounded_memory():
+    """1 to 100,000 chunks: the store streams batches and pooling keeps O(dim) state, never the whole array."""
+    import tracemalloc
+    rng = np.random.default_rng(1)
+    batch = rng.standard_normal((4096, 384)).astype(np.float32)        # 6 MB, reused for every batch
+    n_batches = 25                                                      # 102,400 chunks = 157 MB if materialized
+    tracemalloc.start()
+    for pooling in ("mean", "mean_std"):
+        vec = profile_vector((batch for _ in range(n_batches)), pooling)
+        assert np.allclose(vec[:384], batch.mean(0), atol=1e-4)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 40 * 2**20, peak / 2**20
+    assert profile_vector(batch[:1], "mean").shape == (384,)           # and a single chunk works
