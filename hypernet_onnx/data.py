@@ -43,10 +43,15 @@ def profile_chunks(user: dict) -> list[str]:
 
 
 def embed_users(path: Path, users: list[dict], embedder=None, progress: bool = True) -> dict[str, np.ndarray]:
-    """user id -> (n_chunks, 384) float16 embeddings, computed once and cached by block."""
+    """user id -> (n_chunks, 384) float16 embeddings, computed once and cached by block.
+
+    The cache is keyed by the embedder graph's hash too, so training always sees the embeddings the app
+    computes (a new graph, e.g. the int8 one, starts a new cache instead of reusing another graph's)."""
     from tqdm import tqdm
+    from app.models import cached_sha256, embedder_files
     out: dict[str, np.ndarray] = {}
-    cache = CACHE_DIR / Path(path).name.split(".")[0]
+    graph = cached_sha256(embedder_files()[0])[:12]
+    cache = CACHE_DIR / f"{Path(path).name.split('.')[0]}-{graph}"
     cache.mkdir(parents=True, exist_ok=True)
     blocks = range(0, len(users), BLOCK)
     for start in tqdm(blocks, desc=f"embedding {Path(path).name}", disable=not progress):

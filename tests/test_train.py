@@ -64,3 +64,26 @@ def test_until_stops_at_a_step_with_the_full_schedule(tiny_cfg):
     assert again.step == 5
     again.run(until=7)
     assert again.step == 7
+
+
+def test_embedding_cache_is_per_embedder_graph(tmp_path, monkeypatch):
+    """Training must see what the app computes: another embedder graph never reuses a cached block."""
+    import numpy as np
+    from hypernet_onnx import data as D
+
+    class Counting:
+        calls = 0
+
+        def embed(self, texts):
+            Counting.calls += 1
+            return np.zeros((len(texts), 384), np.float32)
+
+    monkeypatch.setattr(D, "CACHE_DIR", tmp_path)
+    path = D.DATA_DIR / "mlpapers-train.jsonl.gz"
+    users = D.load_users(path, 1)
+    D.embed_users(path, users, Counting(), progress=False)
+    D.embed_users(path, users, Counting(), progress=False)
+    assert Counting.calls == 1                                   # same graph: served from the cache
+    monkeypatch.setattr("app.models.cached_sha256", lambda p: "another-graph-hash")
+    D.embed_users(path, users, Counting(), progress=False)
+    assert Counting.calls == 2 and len(list(tmp_path.iterdir())) == 2
