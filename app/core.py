@@ -103,6 +103,7 @@ class Tailor:
         self._hypernet = None
         self._engine = None
         self._spec = None
+        self._other_embeddings_dropped = False    # once per process: an embedder upgrade means a restart
         self._lock = threading.RLock()    # model objects are built once, whichever thread asks first
         self._extractor: Extractor | None = None
         offline.force_offline()
@@ -308,7 +309,9 @@ class Tailor:
     # --- adapter -----------------------------------------------------------------
     def embed_pending(self, progress: Callable[[int, int, str], None] | None = None) -> int:
         emb_id = self._embedder_id()
-        self.store.drop_other_embeddings(emb_id)    # after an embedder upgrade, re-embed rather than mix
+        if not self._other_embeddings_dropped:      # after an embedder upgrade, re-embed rather than mix; not on
+            self.store.drop_other_embeddings(emb_id)  # every adapt/retrieve: it scans the whole table
+            self._other_embeddings_dropped = True
         done = 0
         while batch := self.store.chunks_without_embedding(emb_id, 256):
             vecs = self.embedder.embed([t for _, t in batch])

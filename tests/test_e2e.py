@@ -69,9 +69,14 @@ def test_embedder_upgrade_reembeds_instead_of_mixing(tailor):
     assert ids
     tailor.store.write(lambda c: c.execute("UPDATE embeddings SET embedder = 'old-graph'"))
     assert not list(tailor.store.iter_embeddings(key))
+    tailor.close()                                   # the upgrade: the next process runs the new graph
+    fresh = Tailor(tailor.home)
+    fresh._embedder, fresh._hypernet, fresh._spec = tailor._embedder, tailor._hypernet, tailor._spec
+    tailor = fresh
     assert tailor.embed_pending() == len(ids)
     assert [i for batch, _ in tailor.store.iter_embeddings(key) for i in batch] == ids
     assert tailor.store.read(lambda c: c.execute("SELECT COUNT(*) FROM embeddings WHERE embedder != ?",
                                                  (key,)).fetchone()[0]) == 0
     vecs = np.concatenate([v for _, v in tailor.store.iter_embeddings(key)])
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+    fresh.close()
