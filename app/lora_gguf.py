@@ -157,13 +157,13 @@ def read_base_spec(gguf_path: Path) -> BaseSpec:
         raise AdapterError(f"{gguf_path} cannot be read ({exc.strerror})") from exc
     key = (str(Path(gguf_path).resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SPEC_CACHE:
-        disk = _spec_disk_cache()
-        stored = disk.get(json.dumps(key))
-        _SPEC_CACHE[key] = _spec_from_cache(stored)
-        if _SPEC_CACHE[key] is None:
-            _SPEC_CACHE[key] = _read_base_spec(gguf_path)
-            disk[json.dumps(key)] = asdict(_SPEC_CACHE[key])
+        disk, disk_key = _spec_disk_cache(), json.dumps(key)
+        spec = _spec_from_cache(disk.get(disk_key))
+        if spec is None:
+            spec = _read_base_spec(gguf_path)
+            disk[disk_key] = asdict(spec)
             _write_spec_disk_cache(disk)
+        _SPEC_CACHE[key] = spec
     return _SPEC_CACHE[key]
 
 
