@@ -56,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     profile_input: str = "profile"   # "zeros": no personalization -> one LoRA for all users (the mt-lora baseline)
+    init_from: str = ""              # warm start: hypernetwork weights of another run's checkpoint (same model config)
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
@@ -159,7 +160,8 @@ class Trainer:
         self._dev_base: float | None = None
         self.best = math.inf
         self.log: list[dict] = []
-        self._resume()
+        if not self._resume() and cfg.init_from:
+            self._init_from(Path(cfg.init_from) if Path(cfg.init_from).is_absolute() else REPO / cfg.init_from)
         print(f"hypernet {count_params(self.hyper) / 1e6:.2f}M params; {len(self.train)} train / "
               f"{len(self.dev)} dev examples; starting at step {self.step}", flush=True)
 
@@ -176,10 +178,10 @@ class Trainer:
         path.with_suffix(".tmp").replace(path)
         return path
 
-    def _resume(self) -> None:
+    def _resume(self) -> bool:
         path = self.out / "ckpt.pt"
         if not path.is_file():
-            return
+            return False
         st = torch.load(path, map_location="cpu", weights_only=False)
         if st["hyper_config"] != self.hcfg.to_dict():
             raise SystemExit(f"{path} was trained with another model config; use a new out_dir")
@@ -187,6 +189,20 @@ class Trainer:
         self.opt.load_state_dict(st["opt"])
         self.step, self.best, self.log = st["step"], st["best"], st["log"]
         torch.set_rng_state(st["torch_rng"])
+        return True
+
+    def _init_from(self, path: Path) -> None:
+        """Start from another run's weights (e.g. more users after a smaller run); optimizer and schedule start
+        fresh. Only the weights are taken, and only from a checkpoint of the same model on the same base."""
+        if not path.is_file():
+            raise SystemExit(f"init_from: no checkpoint at {path}")
+        st = torch.load(path, map_location="cpu", weights_only=False)
+        if st["hyper_config"] != self.hcfg.to_dict():
+            raise SystemExit(f"init_from: {path} has another model config ({st['hyper_config']})")
+        if st["base_fingerprint"] != self.spec.fingerprint():
+            raise SystemExit(f"init_from: {path} was trained on another base model")
+        self.hyper.load_state_dict(st["hyper"])           # strict
+        print(f"initialised from {path} (step {st['step']}, best dev {st['best']:.4f})", flush=True)
 
     def lr_at(self, step: int) -> float:
         c = self.cfg

@@ -87,3 +87,20 @@ def test_embedding_cache_is_per_embedder_graph(tmp_path, monkeypatch):
     monkeypatch.setattr("app.models.cached_sha256", lambda p: "another-graph-hash")
     D.embed_users(path, users, Counting(), progress=False)
     assert Counting.calls == 2 and len(list(tmp_path.iterdir())) == 2
+
+
+def test_init_from_takes_weights_strictly_and_schedule_fresh(tiny_cfg):
+    src = dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-src")
+    first = Trainer(src)
+    first.run(until=6)
+    ckpt = Path(src.out_dir) / "ckpt.pt"
+    warm = Trainer(dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-warm", init_from=str(ckpt)))
+    assert warm.step == 0                                                # fresh schedule and optimizer
+    for (k, v), v2 in zip(first.hyper.state_dict().items(), warm.hyper.state_dict().values()):
+        assert torch.equal(v, v2), k
+    assert warm.evaluate()["dev"] == pytest.approx(first.log[-1]["dev"], abs=1e-5)
+    # a checkpoint of another model shape is refused, never loaded partially
+    with pytest.raises(SystemExit, match="another model config"):
+        Trainer(dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-bad", hidden=16, init_from=str(ckpt)))
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        Trainer(dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-none", init_from=str(ckpt) + ".missing"))
