@@ -51,3 +51,16 @@ def with_context(messages: list[dict], passages: list[str]) -> list[dict]:
             f"{context}\n\n")
     last = messages[-1]
     return messages[:-1] + [{"role": last["role"], "content": head + last["content"]}]
+
+
+def with_examples(task: str, messages: list[dict], items: list[dict], max_words: int = 100) -> list[dict]:
+    """Retrieval augmentation for the two tasks: the person's own retrieved items go before the request as
+    earlier turns of the same task (few-shot), so the model sees their titles and abstracts in exactly the form
+    it has to answer in. Passages pasted into the request instead made the small model copy them."""
+    turns: list[dict] = []
+    for it in items:
+        words = it.get("text", "").split()
+        text = " ".join(words[:max_words]) + (" ..." if len(words) > max_words else "")
+        turns += task_messages(task, it.get("title", ""), text)
+        turns.append({"role": "assistant", "content": task_target(task, it.get("title", ""), text)})
+    return turns + messages

@@ -24,14 +24,14 @@ from app.hypernet import Hypernet
 from app.lora_gguf import LoraAdapter, write_adapter
 from app.models import default_base_model_path
 from app.profile import profile_vector
-from app.prompts import TASKS, task_messages, task_target, with_context
+from app.prompts import TASKS, task_messages, task_target, with_examples
 from hypernet_onnx import data as D
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ALL_METHODS = ["base", "rag", "p2p", "p2p+rag", "p2p-shuffled", "mt-lora", "oppu"]
 MAX_TOKENS = {"headline": 32, "writing": 160}
 RAG_K = 3
-MAX_PROMPT_TOKENS = 900          # long abstracts in the headline prompt are cut to fit the context
+MAX_PROMPT_TOKENS = 1400         # long abstracts in the headline prompt are cut to fit the context
 NLL_MAX_TARGET = 256
 
 
@@ -54,11 +54,13 @@ class Evaluator:
         self._oppu = None
 
     # --- personalization ---------------------------------------------------------
-    def profile(self, user: dict) -> tuple[list[str], np.ndarray, float]:
+    def profile(self, user: dict) -> tuple[list[int], np.ndarray, float]:
+        """Embeddings of the profile's chunks and, per chunk, the index of the profile item it came from."""
         t = time.perf_counter()
-        chunks = D.profile_chunks(user)
-        emb = self.embedder.embed(chunks)
-        return chunks, emb, time.perf_counter() - t
+        owner = [i for i, item in enumerate(user["profile"])
+                 for _ in chunk_document(item.get("title", ""), item.get("text", ""))]
+        emb = self.embedder.embed(D.profile_chunks(user))
+        return owner, emb, time.perf_counter() - t
 
     def p2p_adapter(self, emb: np.ndarray, uid: str) -> tuple[Path, float]:
         t = time.perf_counter()
@@ -76,8 +78,8 @@ class Evaluator:
         return path, time.perf_counter() - t
 
     # --- scoring -------------------------------------------------------------------
-    def prompt_for(self, task: str, q: dict, passages: list[str]) -> str:
-        msgs = with_context(task_messages(task, q["title"], q["text"]), passages)
+    def prompt_for(self, task: str, q: dict, items: list[dict]) -> str:
+        msgs = with_examples(task, task_messages(task, q["title"], q["text"]), items)
         prompt = self.engine.chat_prompt(msgs)
         toks = self.engine.tokenize(prompt)
         if len(toks) > MAX_PROMPT_TOKENS:    # keep the end (the template's assistant turn) intact
@@ -87,8 +89,8 @@ class Evaluator:
                 prompt = self.engine.chat_prompt(msgs[:-1] + [{"role": "user", "content": " ".join(words)}])
         return prompt
 
-    def score(self, task: str, q: dict, passages: list[str]) -> dict:
-        prompt = self.prompt_for(task, q, passages)
+    def score(self, task: str, q: dict, items: list[dict]) -> dict:
+        prompt = self.prompt_for(task, q, items)
         gold = task_target(task, q["title"], q["text"])
         out = self.engine.complete(prompt, max_tokens=MAX_TOKENS[task]).text
         r = self.scorer.score(gold, out)
@@ -96,19 +98,18 @@ class Evaluator:
         nll = self.engine.nll(self.engine.tokenize(prompt), target)
         return {"rouge1": r["rouge1"].fmeasure, "rougeL": r["rougeL"].fmeasure, "nll": nll, "output": out}
 
-    def retrieve(self, chunks: list[str], emb: np.ndarray, q: dict, task: str) -> list[str]:
+    def retrieve(self, user: dict, owner: list[int], emb: np.ndarray, q: dict, task: str) -> list[dict]:
         query = q["text"] if task == "headline" else q["title"]
-        sims = emb @ self.embedder.embed([query])[0]
-        return [chunks[i] for i in np.argsort(-sims)[:RAG_K]]
+        return top_items(user["profile"], owner, emb @ self.embedder.embed([query])[0], RAG_K)
 
     def run(self, users: list[dict], methods: list[str]) -> dict:
         from tqdm import tqdm
         rows = []    # one per (method, user, query, task)
         prepared = {}
         for u in tqdm(users, desc="profiles"):
-            chunks, emb, t_embed = self.profile(u)
+            owner, emb, t_embed = self.profile(u)
             path, t_h = self.p2p_adapter(emb, u["user"])
-            prepared[u["user"]] = {"chunks": chunks, "emb": emb, "p2p": path, "t_p2p": t_embed + t_h,
+            prepared[u["user"]] = {"owner": owner, "emb": emb, "p2p": path, "t_p2p": t_embed + t_h,
                                    "t_rag": t_embed}
         ids = [u["user"] for u in users]
         shuffled = {uid: ids[(i + 1) % len(ids)] for i, uid in enumerate(ids)}
@@ -132,11 +133,21 @@ class Evaluator:
                 sec[m].append(t_pers)
                 for qi, q in enumerate(u["queries"]):
                     for task in TASKS:
-                        passages = self.retrieve(p["chunks"], p["emb"], q, task) if m.endswith("rag") else []
+                        items = self.retrieve(u, p["owner"], p["emb"], q, task) if m.endswith("rag") else []
                         rows.append({"method": m, "user": u["user"], "query": qi, "task": task,
-                                     **self.score(task, q, passages)})
+                                     **self.score(task, q, items)})
         self.engine.set_adapter(None)
         return summarize(rows, sec, methods, len(users)), rows
+
+
+def top_items(items: list[dict], owner: list[int], sims: np.ndarray, k: int) -> list[dict]:
+    """The k items most like the query, an item scoring as its best chunk; most similar last, i.e. nearest
+    the request."""
+    best: dict[int, float] = {}
+    for i, s in zip(owner, sims):
+        best[i] = max(best.get(i, -np.inf), float(s))
+    top = sorted(best, key=best.get, reverse=True)[:k]
+    return [items[i] for i in reversed(top)]
 
 
 def summarize(rows: list[dict], sec: dict, methods: list[str], n_users: int) -> dict:

@@ -92,3 +92,23 @@ def test_unknown_method_is_refused(data_file, tmp_path):
         E.main(["--data", str(data_file), "--methods", "p2p,magic", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         E.main(["--data", str(data_file), "--methods", "mt-lora", "--out", str(tmp_path)])
+
+
+def test_rag_takes_whole_items_ranked_by_their_best_chunk():
+    items = [{"title": f"t{i}", "text": f"x{i}"} for i in range(4)]
+    owner = [0, 0, 1, 2, 2, 2, 3]
+    sims = np.array([0.1, 0.9, 0.5, 0.2, 0.95, 0.3, 0.4])
+    assert [it["title"] for it in E.top_items(items, owner, sims, 3)] == ["t1", "t0", "t2"]   # best last
+    assert len(E.top_items(items, owner, sims, 10)) == 4
+
+
+def test_rag_examples_are_earlier_turns_of_the_same_task():
+    from app.prompts import task_messages, with_examples
+    items = [{"title": "Old title", "text": "w " * 300}]
+    msgs = with_examples("headline", task_messages("headline", "Q", "query abstract"), items, max_words=50)
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+    assert msgs[1]["content"] == "Old title" and msgs[-1]["content"].endswith("query abstract")
+    assert len(msgs[0]["content"].split()) < 80                      # the example abstract is clipped
+    msgs = with_examples("writing", task_messages("writing", "Q", ""), items, max_words=50)
+    assert "Old title" in msgs[0]["content"] and msgs[1]["content"].endswith("...")
+    assert with_examples("writing", msgs[-1:], []) == msgs[-1:]
