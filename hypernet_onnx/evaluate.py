@@ -29,6 +29,7 @@ from hypernet_onnx import data as D
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ALL_METHODS = ["base", "rag", "p2p", "p2p+rag", "p2p-shuffled", "mt-lora", "oppu"]
+HYPERNET_METHODS = {"p2p", "p2p+rag", "p2p-shuffled"}
 MAX_TOKENS = {"headline": 32, "writing": 160}
 RAG_K = 3
 MAX_PROMPT_TOKENS = 1400         # long abstracts in the headline prompt are cut to fit the context
@@ -195,23 +196,31 @@ def to_markdown(res: dict, title: str) -> str:
 
 
 def merge(dirs: list[Path]) -> tuple[dict, list[dict]]:
-    """Combine runs over disjoint users of one data file (e.g. shards run side by side on separate cores):
-    means, seconds per user and the bootstrap CIs are recomputed over all their users."""
+    """Combine finished runs on one data file: shards over disjoint users (run side by side on separate cores)
+    and/or runs of different methods on the same users (e.g. the methods that do not depend on the hypernetwork,
+    run while it trains). Means, seconds per user and the bootstrap CIs are recomputed over all rows; every
+    method must cover the same users, so each table row means the same people."""
     parts = [json.loads((d / "results.json").read_text()) for d in dirs]
-    for key in ("data", "hypernet"):
-        if len({p.get(key) for p in parts}) != 1:
-            raise SystemExit(f"cannot merge runs with different {key}: {[p.get(key) for p in parts]}")
-    methods = list(parts[0]["methods"])
-    if any(list(p["methods"]) != methods for p in parts):
-        raise SystemExit("cannot merge runs with different methods")
+    if len({p["data"] for p in parts}) != 1:
+        raise SystemExit(f"cannot merge runs on different data: {[p['data'] for p in parts]}")
+    hyper = {p["hypernet"] for p in parts if set(p["methods"]) & HYPERNET_METHODS}
+    if len(hyper) > 1:
+        raise SystemExit(f"cannot merge runs with different hypernetworks: {sorted(hyper)}")
     rows = [json.loads(line) for d in dirs for line in (d / "outputs.jsonl").read_text().splitlines() if line]
-    users = [r["user"] for r in rows]
-    if sum(p["n_users"] for p in parts) != len(set(users)):
-        raise SystemExit("cannot merge runs that share users")
-    sec = {m: [p["methods"][m]["sec_per_user"] for p in parts for _ in range(p["n_users"])] for m in methods}
-    res = summarize(rows, sec, methods, len(set(users)))
-    res.update(data=parts[0]["data"], hypernet=parts[0]["hypernet"], wall_s=max(p["wall_s"] for p in parts),
-               merged_from=[str(d) for d in dirs])
+    keys = [(r["method"], r["user"], r["query"], r["task"]) for r in rows]
+    if len(set(keys)) != len(keys):
+        raise SystemExit("cannot merge runs that share users for the same method")
+    methods = [m for m in ALL_METHODS if any(m in p["methods"] for p in parts)]
+    users = {m: {r["user"] for r in rows if r["method"] == m} for m in methods}
+    if len({frozenset(u) for u in users.values()}) != 1:
+        raise SystemExit("cannot merge: the methods were run on different users "
+                         f"({ {m: len(u) for m, u in users.items()} })")
+    sec = {m: [p["methods"][m]["sec_per_user"] for p in parts if m in p["methods"] for _ in range(p["n_users"])]
+           for m in methods}
+    n = len(users[methods[0]])
+    res = summarize(rows, sec, methods, n)
+    res.update(data=parts[0]["data"], hypernet=hyper.pop() if hyper else parts[0]["hypernet"],
+               wall_s=max(p["wall_s"] for p in parts), merged_from=[str(d) for d in dirs])
     return res, rows
 
 

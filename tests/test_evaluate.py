@@ -75,6 +75,16 @@ def test_shards_merge_into_the_same_numbers(data_file, full_run, tmp_path):
     assert set(merged["ci"]) == {"p2p - base"}
     with pytest.raises(SystemExit, match="share users"):
         E.main(["--merge", str(tmp_path / "shard0"), str(tmp_path / "shard0"), "--out", str(tmp_path / "bad")])
+    # the other way round: other methods on the same two users join as more rows of the same table
+    E.main(["--data", str(data_file), "--methods", "p2p-shuffled", "--out", str(tmp_path / "shuf")])
+    E.main(["--merge", str(tmp_path / "merged"), str(tmp_path / "shuf"), "--out", str(tmp_path / "wide")])
+    wide = json.loads((tmp_path / "wide" / "results.json").read_text())
+    assert list(wide["methods"]) == ["base", "p2p", "p2p-shuffled"] and wide["n_users"] == 2
+    assert wide["ci"]["p2p - p2p-shuffled"]["writing"]["nll"]["diff"] == pytest.approx(
+        full["ci"]["p2p - p2p-shuffled"]["writing"]["nll"]["diff"], abs=1e-4)
+    # a method that covers other people than the rest would make a table row about someone else
+    with pytest.raises(SystemExit, match="different users"):
+        E.main(["--merge", str(tmp_path / "shard0"), str(tmp_path / "shuf"), "--out", str(tmp_path / "bad2")])
 
 
 def test_paired_bootstrap():
