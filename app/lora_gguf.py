@@ -151,11 +151,11 @@ def read_base_spec(gguf_path: Path) -> BaseSpec:
     at start; so the result is also kept on disk, keyed like the in-process cache by (path, size,
     mtime). The file's integrity is not taken from this cache: the bundled model is checked against
     its pinned SHA-256 separately."""
+    from .paths import file_version
     try:
-        st = Path(gguf_path).stat()
+        key = file_version(gguf_path)
     except OSError as exc:
         raise AdapterError(f"{gguf_path} cannot be read ({exc.strerror})") from exc
-    key = (str(Path(gguf_path).resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SPEC_CACHE:
         disk, disk_key = _spec_disk_cache(), json.dumps(key)
         spec = _spec_from_cache(disk.get(disk_key))

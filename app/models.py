@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import models_dir
+from .paths import file_version, models_dir
 
 
 class ModelError(RuntimeError):
@@ -60,8 +60,7 @@ _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 def cached_sha256(path: Path) -> str:
     """SHA-256 memoised on (path, size, mtime): hashing 100 MB on every adapter write would cost ~0.3 s."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = file_version(path)
     if key not in _HASH_CACHE:
         _HASH_CACHE[key] = sha256_file(path)
     return _HASH_CACHE[key]

@@ -42,3 +42,10 @@ def assets_dir() -> Path:
     if getattr(sys, "frozen", False):
         return Path(getattr(sys, "_MEIPASS", Path(sys.executable).parent)) / "assets"
     return REPO_ROOT / "assets"
+
+
+def file_version(path: Path) -> tuple[str, int, int]:
+    """(resolved path, size, mtime_ns): the key under which facts derived from a file (its hash, a parsed
+    header) are cached, so a replaced or edited file is read again. Raises OSError if it cannot be stat'ed."""
+    st = Path(path).stat()
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
