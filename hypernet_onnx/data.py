@@ -38,8 +38,13 @@ def file_hash(path: Path) -> str:
     return sha256_file(path)[:16]
 
 
+def item_chunks(user: dict) -> list[list[str]]:
+    """The chunks of each profile item, in profile order (retrieval needs to know which item a chunk is from)."""
+    return [chunk_document(item.get("title", ""), item.get("text", "")) for item in user["profile"]]
+
+
 def profile_chunks(user: dict) -> list[str]:
-    return [c for item in user["profile"] for c in chunk_document(item.get("title", ""), item.get("text", ""))]
+    return [c for chunks in item_chunks(user) for c in chunks]
 
 
 def embed_users(path: Path, users: list[dict], embedder=None, progress: bool = True) -> dict[str, np.ndarray]:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from app.chunking import chunk_document
 from app.engine import Engine
 from app.hypernet import Hypernet
 from app.lora_gguf import LoraAdapter, write_adapter
@@ -58,9 +57,9 @@ class Evaluator:
     def profile(self, user: dict) -> tuple[list[int], np.ndarray, float]:
         """Embeddings of the profile's chunks and, per chunk, the index of the profile item it came from."""
         t = time.perf_counter()
-        owner = [i for i, item in enumerate(user["profile"])
-                 for _ in chunk_document(item.get("title", ""), item.get("text", ""))]
-        emb = self.embedder.embed(D.profile_chunks(user))
+        per_item = D.item_chunks(user)
+        owner = [i for i, chunks in enumerate(per_item) for _ in chunks]
+        emb = self.embedder.embed([c for chunks in per_item for c in chunks])
         return owner, emb, time.perf_counter() - t
 
     def p2p_adapter(self, emb: np.ndarray, uid: str) -> tuple[Path, float]:

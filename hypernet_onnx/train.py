@@ -161,7 +161,7 @@ class Trainer:
         self.best = math.inf
         self.log: list[dict] = []
         if not self._resume() and cfg.init_from:
-            self._init_from(Path(cfg.init_from) if Path(cfg.init_from).is_absolute() else REPO / cfg.init_from)
+            self._init_from(REPO / cfg.init_from)       # an absolute path stays as it is
         print(f"hypernet {count_params(self.hyper) / 1e6:.2f}M params; {len(self.train)} train / "
               f"{len(self.dev)} dev examples; starting at step {self.step}", flush=True)
 
@@ -178,13 +178,18 @@ class Trainer:
         path.with_suffix(".tmp").replace(path)
         return path
 
+    def _load_same_model(self, path: Path, what: str) -> dict:
+        """A checkpoint, refused (never loaded partially) if it holds another model shape."""
+        st = torch.load(path, map_location="cpu", weights_only=False)
+        if st["hyper_config"] != self.hcfg.to_dict():
+            raise SystemExit(f"{what}: {path} was trained with another model config ({st['hyper_config']})")
+        return st
+
     def _resume(self) -> bool:
         path = self.out / "ckpt.pt"
         if not path.is_file():
             return False
-        st = torch.load(path, map_location="cpu", weights_only=False)
-        if st["hyper_config"] != self.hcfg.to_dict():
-            raise SystemExit(f"{path} was trained with another model config; use a new out_dir")
+        st = self._load_same_model(path, "resume: use a new out_dir")
         self.hyper.load_state_dict(st["hyper"])           # strict: a mismatch is an error, never ignored
         self.opt.load_state_dict(st["opt"])
         self.step, self.best, self.log = st["step"], st["best"], st["log"]
@@ -196,9 +201,7 @@ class Trainer:
         fresh. Only the weights are taken, and only from a checkpoint of the same model on the same base."""
         if not path.is_file():
             raise SystemExit(f"init_from: no checkpoint at {path}")
-        st = torch.load(path, map_location="cpu", weights_only=False)
-        if st["hyper_config"] != self.hcfg.to_dict():
-            raise SystemExit(f"init_from: {path} has another model config ({st['hyper_config']})")
+        st = self._load_same_model(path, "init_from")
         if st["base_fingerprint"] != self.spec.fingerprint():
             raise SystemExit(f"init_from: {path} was trained on another base model")
         self.hyper.load_state_dict(st["hyper"])           # strict
