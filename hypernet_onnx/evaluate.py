@@ -37,7 +37,7 @@ NLL_MAX_TARGET = 256
 
 class Evaluator:
     def __init__(self, hypernet_path: Path | None, mt_lora: Path | None, oppu_steps: int, workdir: Path,
-                 threads: int | None = None):
+                 threads: int | None = None, generate: bool = True):
         if threads:                          # OPPU's torch training too; llama.cpp and the embedder below
             import torch
             torch.set_num_threads(threads)
@@ -47,6 +47,7 @@ class Evaluator:
         self.mt_lora = mt_lora
         self.oppu_steps = oppu_steps
         self.workdir = workdir
+        self.generate = generate               # False: NLL only (no decoding), for cheap large samples
         from app.embed import Embedder
         self.embedder = Embedder(threads=threads)
         from rouge_score import rouge_scorer
@@ -92,11 +93,14 @@ class Evaluator:
     def score(self, task: str, q: dict, items: list[dict]) -> dict:
         prompt = self.prompt_for(task, q, items)
         gold = task_target(task, q["title"], q["text"])
-        out = self.engine.complete(prompt, max_tokens=MAX_TOKENS[task]).text
-        r = self.scorer.score(gold, out)
+        row = {"rouge1": None, "rougeL": None, "nll": None, "output": None}     # None: not measured (--nll-only)
+        if self.generate:
+            out = self.engine.complete(prompt, max_tokens=MAX_TOKENS[task]).text
+            r = self.scorer.score(gold, out)
+            row.update(rouge1=r["rouge1"].fmeasure, rougeL=r["rougeL"].fmeasure, output=out)
         target = self.engine.tokenize(gold + "<|im_end|>")[:NLL_MAX_TARGET]
-        nll = self.engine.nll(self.engine.tokenize(prompt), target)
-        return {"rouge1": r["rouge1"].fmeasure, "rougeL": r["rougeL"].fmeasure, "nll": nll, "output": out}
+        row["nll"] = self.engine.nll(self.engine.tokenize(prompt), target)
+        return row
 
     def retrieve(self, user: dict, owner: list[int], emb: np.ndarray, q: dict, task: str) -> list[dict]:
         query = q["text"] if task == "headline" else q["title"]
@@ -152,13 +156,17 @@ def top_items(items: list[dict], owner: list[int], sims: np.ndarray, k: int) -> 
 
 def summarize(rows: list[dict], sec: dict, methods: list[str], n_users: int) -> dict:
     res = {"methods": {}, "ci": {}, "n_users": n_users}
+    def mean(vals: list) -> float | None:      # None: not measured (an --nll-only run)
+        return None if any(v is None for v in vals) else float(np.mean(vals))
+
     for m in methods:
-        res["methods"][m] = {t: {k: float(np.mean([r[k] for r in rows if r["method"] == m and r["task"] == t]))
+        res["methods"][m] = {t: {k: mean([r[k] for r in rows if r["method"] == m and r["task"] == t])
                                  for k in ("rouge1", "rougeL", "nll")} for t in TASKS}
         res["methods"][m]["sec_per_user"] = float(np.mean(sec[m])) if sec[m] else 0.0
     for a, b in [("p2p", "base"), ("p2p", "p2p-shuffled")]:
         if a in methods and b in methods:
-            res["ci"][f"{a} - {b}"] = {t: {k: paired_bootstrap(rows, a, b, t, k) for k in ("rougeL", "nll")}
+            res["ci"][f"{a} - {b}"] = {t: {k: None if any(r[k] is None for r in rows if r["method"] in (a, b))
+                                           else paired_bootstrap(rows, a, b, t, k) for k in ("rougeL", "nll")}
                                        for t in TASKS}
     return res
 
@@ -179,33 +187,50 @@ def to_markdown(res: dict, title: str) -> str:
     lines = [f"### {title} ({res['n_users']} users)", "",
              "| method | headline R-1 | headline R-L | headline NLL | writing R-1 | writing R-L | writing NLL | s/user |",
              "|---|---|---|---|---|---|---|---|"]
+    def f(x: float | None, digits: int) -> str:
+        return "–" if x is None else f"{x:.{digits}f}"
+
+    def ci(d: dict | None) -> str:
+        return "–" if d is None else f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
+
     for m, v in res["methods"].items():
         h, w = v["headline"], v["writing"]
-        lines.append(f"| {m} | {h['rouge1']:.4f} | {h['rougeL']:.4f} | {h['nll']:.3f} | {w['rouge1']:.4f} | "
-                     f"{w['rougeL']:.4f} | {w['nll']:.3f} | {v['sec_per_user']:.3f} |")
+        lines.append(f"| {m} | {f(h['rouge1'], 4)} | {f(h['rougeL'], 4)} | {f(h['nll'], 3)} | {f(w['rouge1'], 4)} | "
+                     f"{f(w['rougeL'], 4)} | {f(w['nll'], 3)} | {v['sec_per_user']:.3f} |")
     if res["ci"]:
         lines += ["", "Paired bootstrap (users resampled), mean difference [95% CI]:", "",
                   "| comparison | task | ROUGE-L | NLL |", "|---|---|---|---|"]
         for comp, per_task in res["ci"].items():
             for t, d in per_task.items():
-                r, n = d["rougeL"], d["nll"]
-                lines.append(f"| {comp} | {t} | {r['diff']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}] | "
-                             f"{n['diff']:+.4f} [{n['lo']:+.4f}, {n['hi']:+.4f}] |")
+                lines.append(f"| {comp} | {t} | {ci(d['rougeL'])} | {ci(d['nll'])} |")
     return "\n".join(lines) + "\n"
 
 
-def merge(dirs: list[Path]) -> tuple[dict, list[dict]]:
+def merge(dirs: list[Path | str]) -> tuple[dict, list[dict]]:
     """Combine finished runs on one data file: shards over disjoint users (run side by side on separate cores)
     and/or runs of different methods on the same users (e.g. the methods that do not depend on the hypernetwork,
-    run while it trains). Means, seconds per user and the bootstrap CIs are recomputed over all rows; every
-    method must cover the same users, so each table row means the same people."""
-    parts = [json.loads((d / "results.json").read_text()) for d in dirs]
+    run while it trains). ``DIR:m1,m2`` takes only those methods from DIR (e.g. OPPU from an earlier run of the
+    same users when only the hypernetwork changed). Means, seconds per user and the bootstrap CIs are recomputed
+    over all rows; every method must cover the same users, so each table row means the same people."""
+    parts, rows = [], []
+    for spec in map(str, dirs):
+        d, _, keep = spec.partition(":")
+        part = json.loads((Path(d) / "results.json").read_text())
+        part_rows = [json.loads(line) for line in (Path(d) / "outputs.jsonl").read_text().splitlines() if line]
+        if keep:
+            wanted = [m.strip() for m in keep.split(",") if m.strip()]
+            missing = set(wanted) - set(part["methods"])
+            if missing:
+                raise SystemExit(f"{d} has no results for {sorted(missing)}")
+            part["methods"] = {m: v for m, v in part["methods"].items() if m in wanted}
+            part_rows = [r for r in part_rows if r["method"] in wanted]
+        parts.append(part)
+        rows += part_rows
     if len({p["data"] for p in parts}) != 1:
         raise SystemExit(f"cannot merge runs on different data: {[p['data'] for p in parts]}")
     hyper = {p["hypernet"] for p in parts if set(p["methods"]) & HYPERNET_METHODS}
     if len(hyper) > 1:
         raise SystemExit(f"cannot merge runs with different hypernetworks: {sorted(hyper)}")
-    rows = [json.loads(line) for d in dirs for line in (d / "outputs.jsonl").read_text().splitlines() if line]
     keys = [(r["method"], r["user"], r["query"], r["task"]) for r in rows]
     if len(set(keys)) != len(keys):
         raise SystemExit("cannot merge runs that share users for the same method")
@@ -233,8 +258,9 @@ def write_results(out: Path, res: dict, rows: list[dict]) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
-                    help="combine finished runs over disjoint users into --out (no evaluation)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="DIR[:METHODS]",
+                    help="combine finished runs (disjoint users, or other methods on the same users) into --out; "
+                         "DIR:m1,m2 takes only those methods from DIR (no evaluation)")
     ap.add_argument("--data", type=Path, default=None, help="a data file (required unless --merge)")
     ap.add_argument("--users", type=int, default=None)
     ap.add_argument("--skip", type=int, default=0, help="skip the first N users (e.g. those used for model selection)")
@@ -245,6 +271,8 @@ def main(argv=None) -> None:
     ap.add_argument("--oppu-steps", type=int, default=24)
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads (default: all); two runs side by side with 1 each avoid oversubscription")
+    ap.add_argument("--nll-only", action="store_true",
+                    help="score only the gold answers' NLL (no decoding, no ROUGE): cheap, for large samples")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     if a.merge:
@@ -261,7 +289,7 @@ def main(argv=None) -> None:
     users = D.load_users(a.data, None if a.users is None else a.skip + a.users)[a.skip:]
     a.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        ev = Evaluator(a.hypernet, a.mt_lora, a.oppu_steps, Path(tmp), a.threads)
+        ev = Evaluator(a.hypernet, a.mt_lora, a.oppu_steps, Path(tmp), a.threads, generate=not a.nll_only)
         t0 = time.time()
         res, rows = ev.run(users, methods)
     res["data"] = str(a.data.name)

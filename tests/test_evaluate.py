@@ -82,6 +82,13 @@ def test_shards_merge_into_the_same_numbers(data_file, full_run, tmp_path):
     assert list(wide["methods"]) == ["base", "p2p", "p2p-shuffled"] and wide["n_users"] == 2
     assert wide["ci"]["p2p - p2p-shuffled"]["writing"]["nll"]["diff"] == pytest.approx(
         full["ci"]["p2p - p2p-shuffled"]["writing"]["nll"]["diff"], abs=1e-4)
+    # DIR:methods takes only those methods of an earlier run on the same users
+    E.main(["--merge", str(tmp_path / "merged"), f"{full_run}:oppu,mt-lora", "--out", str(tmp_path / "pick")])
+    pick = json.loads((tmp_path / "pick" / "results.json").read_text())
+    assert list(pick["methods"]) == ["base", "p2p", "mt-lora", "oppu"]
+    assert pick["methods"]["oppu"] == full["methods"]["oppu"]
+    with pytest.raises(SystemExit, match="no results for"):
+        E.main(["--merge", str(tmp_path / "merged"), f"{tmp_path / 'shuf'}:oppu", "--out", str(tmp_path / "bad3")])
     # a method that covers other people than the rest would make a table row about someone else
     with pytest.raises(SystemExit, match="different users"):
         E.main(["--merge", str(tmp_path / "shard0"), str(tmp_path / "shuf"), "--out", str(tmp_path / "bad2")])
@@ -122,3 +129,17 @@ def test_rag_examples_are_earlier_turns_of_the_same_task():
     msgs = with_examples("writing", task_messages("writing", "Q", ""), items, max_words=50)
     assert "Old title" in msgs[0]["content"] and msgs[1]["content"].endswith("...")
     assert with_examples("writing", msgs[-1:], []) == msgs[-1:]
+
+
+def test_nll_only_scores_the_same_nll_without_decoding(data_file, full_run, tmp_path):
+    E.main(["--data", str(data_file), "--methods", "base,p2p,p2p-shuffled", "--nll-only", "--out", str(tmp_path)])
+    res = json.loads((tmp_path / "results.json").read_text())
+    full = json.loads((full_run / "results.json").read_text())
+    for m in ("base", "p2p", "p2p-shuffled"):
+        for task in ("headline", "writing"):
+            assert res["methods"][m][task]["rougeL"] is None
+            assert res["methods"][m][task]["nll"] == pytest.approx(full["methods"][m][task]["nll"], abs=1e-4)
+    assert res["ci"]["p2p - p2p-shuffled"]["writing"]["rougeL"] is None
+    assert res["ci"]["p2p - p2p-shuffled"]["writing"]["nll"]["diff"] == pytest.approx(
+        full["ci"]["p2p - p2p-shuffled"]["writing"]["nll"]["diff"], abs=1e-4)
+    assert "| p2p | – | – |" in (tmp_path / "results.md").read_text()
