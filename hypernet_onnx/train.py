@@ -57,6 +57,8 @@ class TrainConfig:
     threads: int = 0
     profile_input: str = "profile"   # "zeros": no personalization -> one LoRA for all users (the mt-lora baseline)
     init_from: str = ""              # warm start: hypernetwork weights of another run's checkpoint (same model config)
+    contrast: float = 0.0            # weight of the hinge "own profile beats another user's by `margin` nats"
+    margin: float = 0.05
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
@@ -152,6 +154,9 @@ class Trainer:
         self.profiles.update(D.profile_inputs(D.embed_users(dev_path, dev_users), cfg.pooling))
         self.train = D.examples(train_users)
         self.dev = D.examples(dev_users)
+        self.train_ids = sorted({e.user for e in self.train})
+        if cfg.contrast > 0 and len(self.train_ids) < 2:
+            raise SystemExit("contrast needs at least two training users")
         dev_ids = sorted({e.user for e in self.dev})
         self.dev_shuffled = {u: dev_ids[(i + 1) % len(dev_ids)] for i, u in enumerate(dev_ids)}
         self.order = np.random.default_rng(cfg.seed).permutation(len(self.train))
@@ -223,11 +228,35 @@ class Trainer:
         set_lora(self.wrappers, self.hyper(prof), self.hyper.scale)
         return example_losses(self.model, input_ids, mask, loss_mask)
 
+    def others(self, users: list[str]) -> dict[str, str]:
+        """Another training user for each user, drawn afresh each step from a (seed, step) stream so a resumed
+        run draws the same ones."""
+        pool = self.train_ids
+        rng = np.random.default_rng([self.cfg.seed, self.step])
+        out = {}
+        for u in users:
+            while (v := pool[rng.integers(len(pool))]) == u:
+                pass
+            out[u] = v
+        return out
+
+    def step_loss(self, batch: list[D.Example]) -> torch.Tensor:
+        """Answer NLL under the person's own adapter; with ``contrast`` > 0 plus a hinge that asks the own
+        adapter to beat another person's on the same example by ``margin`` nats. The plain loss only teaches
+        what helps everyone (the task, the domain): an adapter from someone else's profile scored about as well
+        as the person's own. The hinge rewards exactly that difference and stops pushing once it is reached."""
+        own = self.losses(batch)                                                          # (B,)
+        if self.cfg.contrast <= 0:
+            return own.mean()
+        other = self.others([ex.user for ex in batch])
+        theirs = self.losses(batch, lambda u: other[u])                                   # (B,)
+        return own.mean() + self.cfg.contrast * F.relu(self.cfg.margin + own - theirs).mean()
+
     def train_step(self) -> float:
         c = self.cfg
         self.hyper.train()
         idx = [self.order[(self.step * c.batch_size + i) % len(self.order)] for i in range(c.batch_size)]
-        loss = self.losses([self.train[i] for i in idx]).mean()
+        loss = self.step_loss([self.train[i] for i in idx])
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
         self.opt.zero_grad(set_to_none=True)

@@ -104,3 +104,26 @@ def test_init_from_takes_weights_strictly_and_schedule_fresh(tiny_cfg):
         Trainer(dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-bad", hidden=16, init_from=str(ckpt)))
     with pytest.raises(SystemExit, match="no checkpoint"):
         Trainer(dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-none", init_from=str(ckpt) + ".missing"))
+
+
+def test_contrast_hinge_compares_with_another_users_adapter(tiny_cfg):
+    cfg = dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-contrast", contrast=1.0, margin=10.0)
+    tr = Trainer(cfg)
+    for _ in range(3):
+        tr.train_step()                          # the hypernetwork now depends on the profile
+    tr.hyper.eval()                              # no dropout: the three passes below see the same adapters
+    batch = tr.train[:4]
+    other = tr.others([ex.user for ex in batch])
+    assert all(other[u] != u for u in other) and tr.others(list(other)) == other   # never oneself; resumable
+    with torch.no_grad():
+        own = tr.losses(batch)
+        theirs = tr.losses(batch, lambda u: other[u])
+        got = tr.step_loss(batch)
+    assert not torch.allclose(own, theirs)        # another user's adapter really is another adapter
+    # a margin this large keeps the hinge active on every example: own + (margin + own - theirs)
+    assert float(got) == pytest.approx(float(own.mean() + (10.0 + own - theirs).mean()), rel=1e-5)
+    tr.step_loss(batch).backward()
+    assert tr.hyper.encoder[1].weight.grad.abs().sum() > 0
+    plain = Trainer(dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-plain"))
+    with torch.no_grad():
+        assert float(plain.step_loss(batch)) == pytest.approx(float(plain.losses(batch).mean()), rel=1e-6)
