@@ -302,3 +302,15 @@ def test_bundle_self_test(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["self_test"] == "ok" and result["tokens"] > 0
+
+
+def test_compare_examples_are_the_trained_task_prompts(window):
+    """The examples menu offers each task exactly as the hypernetwork was trained on it (app.prompts)."""
+    from app.prompts import HEADLINE, WRITING
+    cmp = window.compare
+    offered = [cmp.examples.itemData(i) for i in range(1, cmp.examples.count())]
+    for template in (HEADLINE, WRITING):
+        head, _, tail = template.partition(template[template.index("{"):template.index("}") + 1])
+        assert any(e.startswith(head) and e.endswith(tail) for e in offered), template
+    cmp._example(1)
+    assert cmp.prompt.text() == offered[0] and cmp.examples.currentIndex() == 0

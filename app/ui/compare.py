@@ -13,14 +13,17 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QComboBox, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
                                QSplitter, QVBoxLayout, QWidget)
 
+from ..prompts import task_messages
 from . import jobs
 from .qt import emit
 from .worker import Cancel, Runner
 
+# The two task prompts come from app.prompts, word for word as in training and evaluation: the adapter was
+# trained under exactly these requests, so they show what it does best.
 EXAMPLES = [
-    'Write the abstract of a paper titled "Faster attribute lookup in the interpreter".',
-    "Write a short title for this paper abstract. Reply with the title only.\n\n"
-    "We propose caching method lookups per call site so repeated calls skip the dictionary search.",
+    task_messages("writing", title="Faster attribute lookup in the interpreter")[0]["content"],
+    task_messages("headline", text="We propose caching method lookups per call site so repeated calls skip the "
+                                   "dictionary search.")[0]["content"],
     "Explain what a calling convention is, in two sentences.",
 ]
 
