@@ -150,7 +150,9 @@ def adapt(ctx):
 def _answer_opts(f):
     f = click.option("--no-adapter", is_flag=True, help="answer with the base model")(f)
     f = click.option("--scale", type=float, default=None, help="adapter strength (0 = off, 1 = as trained)")(f)
-    f = click.option("--rag/--no-rag", default=None, help="put the top-k matching passages in the prompt")(f)
+    f = click.option("--rag/--no-rag", default=None,
+                     help="put the top-k matching passages in the prompt (a title/abstract task request "
+                          "gets the k nearest documents as worked examples)")(f)
     f = click.option("--k", type=int, default=None, help="passages to retrieve")(f)
     f = click.option("--max-tokens", type=int, default=256)(f)
     f = click.option("--seed", type=int, default=None, help="sample with this seed (default: greedy)")(f)

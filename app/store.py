@@ -291,6 +291,25 @@ class Store:
             f"SELECT ch.id, ch.text, d.path FROM chunks ch JOIN documents d ON d.id = ch.document_id "
             f"WHERE ch.id IN ({marks})", ids)})
 
+    def documents_of_chunks(self, ids: list[int], max_chunks: int = 4) -> list[dict]:
+        """The documents the given chunks belong to, each once, in the order of their first chunk in ``ids``,
+        with title and the text of their first ``max_chunks`` chunks: few-shot examples need whole items
+        (a title with its text), not the passage that matched."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+
+        def q(c: sqlite3.Connection) -> list[dict]:
+            owner = dict(c.execute(f"SELECT id, document_id FROM chunks WHERE id IN ({marks})", ids).fetchall())
+            out = []
+            for d in dict.fromkeys(owner[i] for i in ids if i in owner):
+                title, path = c.execute("SELECT title, path FROM documents WHERE id = ?", (d,)).fetchone()
+                text = " ".join(r[0] for r in c.execute(
+                    "SELECT text FROM chunks WHERE document_id = ? ORDER BY idx LIMIT ?", (d, max_chunks)))
+                out.append({"document_id": d, "path": path, "title": title or "", "text": text})
+            return out
+        return self.read(q)
+
     def keyword_search(self, query: str, k: int) -> list[int]:
         terms = [t for t in "".join(ch if ch.isalnum() else " " for ch in query.lower()).split() if len(t) > 2]
         if not terms:

@@ -80,3 +80,24 @@ def test_embedder_upgrade_reembeds_instead_of_mixing(tailor):
     vecs = np.concatenate([v for _, v in tailor.store.iter_embeddings(key)])
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
     fresh.close()
+
+
+def test_task_requests_get_the_persons_documents_as_examples(tailor, engine):
+    """With retrieval on, a task request is answered after the person's nearest titled documents posed as the
+    same task (the rag form the evaluation measured); any other request gets passages to cite."""
+    from app.prompts import task_messages
+    tailor._engine = engine
+    tailor.import_paths([SAMPLES / "packaging", SAMPLES / "interpreter-performance"])
+    request = task_messages("writing", title="A binary package format for Python distributions")[0]["content"]
+    prompt, sources, _ = tailor._prepare([{"role": "user", "content": request}], False, None, True, 2)
+    assert len(sources) == 2 and len({s["path"] for s in sources}) == 2
+    assert any("wheel" in s["path"] for s in sources)
+    assert prompt.count("Write the abstract of a paper titled") == 3            # two examples + the request
+    assert '"The Wheel Binary Package Format 1.0"' in prompt                     # a document's own title ...
+    assert "passages from my own writing" not in prompt
+    assert "This PEP describes a built-package format" in prompt               # ... with its own text,
+    assert "# The Wheel" not in prompt                                         # its heading (the answer) cut
+    free, free_sources, _ = tailor._prepare([{"role": "user", "content": "What is a wheel?"}], False, None, True, 2)
+    assert "passages from my own writing" in free and free_sources
+    answer = tailor.ask(request, use_adapter=False, rag=True, k=2, max_tokens=8)
+    assert answer.text and [s["path"] for s in answer.sources] == [s["path"] for s in sources]

@@ -163,7 +163,8 @@ class MainWindow(QMainWindow):
         self.rag = QCheckBox("Cite my documents")
         self.rag.setAccessibleName("Use retrieval from my documents")
         self.rag.setToolTip("Put the passages of your documents closest to the question into the prompt, "
-                            "and show them as sources")
+                            "and show them as sources. A title or abstract request in the examples' words "
+                            "gets your closest documents as worked examples instead")
         tb.addWidget(self.rag)
         spacer = QWidget()
         spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)

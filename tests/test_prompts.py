@@ -1,0 +1,18 @@
+"""The task prompts: one source for training, evaluation and the app; the app recognises them word for word."""
+from app.prompts import parse_task, task_messages
+
+
+def test_task_requests_are_recognised_word_for_word():
+    abstract = "We propose caching method lookups per call site.\n\nA second paragraph."
+    assert parse_task(task_messages("headline", text=abstract)[0]["content"]) == ("headline", "", abstract)
+    title = 'Faster "attribute" lookup'
+    assert parse_task(task_messages("writing", title=title)[0]["content"]) == ("writing", title, "")
+    assert parse_task("  " + task_messages("writing", title=title)[0]["content"] + "\n") == ("writing", title, "")
+
+
+def test_other_requests_are_not_tasks():
+    assert parse_task("Explain what a calling convention is.") is None
+    assert parse_task('Please write the abstract of a paper titled "X". Reply with the abstract only.') is None
+    assert parse_task(task_messages("writing", title="X")[0]["content"] + " In French.") is None
+    assert parse_task(task_messages("writing", title=" ")[0]["content"]) is None
+    assert parse_task(task_messages("headline", text="")[0]["content"]) is None
