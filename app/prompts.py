@@ -39,10 +39,11 @@ _PARSE = {"headline": (_pattern(HEADLINE, "text"), "text"), "writing": (_pattern
 def parse_task(content: str) -> tuple[str, str, str] | None:
     """(task, title, text) when a request is one of the two task prompts, word for word; None otherwise.
     The app answers these with retrieval as few-shot examples, the form the evaluation found to help."""
+    content = content.strip()
     for task, (pattern, field) in _PARSE.items():
-        m = pattern.match(content.strip())
-        if m and m.group("x").strip():
-            x = m.group("x").strip()
+        m = pattern.match(content)
+        x = m.group("x").strip() if m else ""
+        if x:
             return (task, "", x) if field == "text" else (task, x, "")
     return None
 
