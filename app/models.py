@@ -38,11 +38,14 @@ SMOLLM2 = BaseModelSpec(
 DEFAULT_BASE = SMOLLM2
 
 EMBEDDER_ID = "sentence-transformers/all-MiniLM-L6-v2"
-# exported by hypernet_onnx.export_embedder: int8 weights (per channel) except each FFN's down projection,
-# which stays fp32 -- quantizing it too cost cosine (min 0.987 vs 0.993 on 563 mlpapers-dev chunks).
+# exported by hypernet_onnx.export_embedder: BERT ops fused by onnxruntime, int8 weights (per channel) except
+# each FFN's down projection, which stays fp32 -- quantizing it too cost cosine (0.986 vs 0.993 on the samples).
 EMBEDDER_ONNX = "all-MiniLM-L6-v2.int8.onnx"
-# Embeddings are stored under this key: another graph (e.g. a future fp16 one) re-embeds instead of mixing.
-EMBEDDER_KEY = f"{EMBEDDER_ID}#onnx-int8"
+# What `make models` must build from requirements.lock; a different graph stops the build (export_embedder).
+EMBEDDER_SHA256 = "d3a7bfb94e20be7d3127c94d97fea123f2339313733a2fd7de4e3db61c089001"
+# Embeddings are stored under this key: another graph re-embeds instead of mixing (the unfused int8 graph
+# before it was "#onnx-int8").
+EMBEDDER_KEY = f"{EMBEDDER_ID}#onnx-int8-fused"
 EMBEDDER_TOKENIZER = "all-MiniLM-L6-v2.tokenizer.json"
 FETCH_HINT = "run `make models` (or `make run`) to fetch and verify the models"
 
@@ -88,11 +91,16 @@ def verify_base_model(path: Path | None = None) -> Path:
 
 
 def embedder_files() -> tuple[Path, Path]:
+    """The embedder graph and tokenizer; a graph other than the recorded build is refused (it would move every
+    profile vector away from what the hypernetwork was trained on)."""
     d = models_dir()
     onnx_path, tok_path = d / EMBEDDER_ONNX, d / EMBEDDER_TOKENIZER
     for p in (onnx_path, tok_path):
         if not p.is_file():
             raise ModelError(f"embedder file not found: {p}; {FETCH_HINT}")
+    if cached_sha256(onnx_path) != EMBEDDER_SHA256:
+        raise ModelError(f"embedder {onnx_path} is not the recorded build (SHA-256 differs: an older or "
+                         f"modified file); delete it and {FETCH_HINT}")
     return onnx_path, tok_path
 
 

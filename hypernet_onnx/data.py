@@ -53,9 +53,10 @@ def embed_users(path: Path, users: list[dict], embedder=None, progress: bool = T
     The cache is keyed by the embedder graph's hash too, so training always sees the embeddings the app
     computes (a new graph, e.g. the int8 one, starts a new cache instead of reusing another graph's)."""
     from tqdm import tqdm
-    from app.models import cached_sha256, embedder_files
+    from app.models import EMBEDDER_ONNX, cached_sha256
+    from app.paths import models_dir
     out: dict[str, np.ndarray] = {}
-    graph = cached_sha256(embedder_files()[0])[:12]
+    graph = cached_sha256(models_dir() / EMBEDDER_ONNX)[:12]
     cache = CACHE_DIR / f"{Path(path).name.split('.')[0]}-{graph}"
     cache.mkdir(parents=True, exist_ok=True)
     blocks = range(0, len(users), BLOCK)

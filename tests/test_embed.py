@@ -23,3 +23,21 @@ def test_onnx_embeddings_match_sentence_transformers(embedder):
 
 def test_empty_input(embedder):
     assert embedder.embed([]).shape == (0, 384)
+
+
+def test_an_embedder_other_than_the_recorded_build_is_refused(tmp_path, monkeypatch):
+    """A graph built from other package versions moves every profile vector: refused with the fix named."""
+    import shutil
+
+    import pytest
+
+    from app.embed import Embedder
+    from app.models import EMBEDDER_ONNX, EMBEDDER_TOKENIZER, ModelError, embedder_files
+    onnx_path, tok_path = embedder_files()
+    shutil.copyfile(tok_path, tmp_path / EMBEDDER_TOKENIZER)
+    data = bytearray(onnx_path.read_bytes())
+    data[-1] ^= 1
+    (tmp_path / EMBEDDER_ONNX).write_bytes(bytes(data))
+    monkeypatch.setenv("TAILOR_MODELS", str(tmp_path))
+    with pytest.raises(ModelError, match="not the recorded build.*make models"):
+        Embedder()
