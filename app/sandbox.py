@@ -11,6 +11,18 @@ killed and a fresh one is started for the next file. Whatever happens in the
 worker, the caller gets an :class:`~app.ingest.Extracted` or an
 :class:`~app.ingest.IngestError` with one line for the person.
 
+Messages both ways are JSON (``send_bytes``), never pickle: unpickling a
+reply runs whatever code the bytes name, so a parser exploit that took over
+the worker could otherwise run code in the app. The app accepts only
+``{"ok": {"title": str, "text": str}}`` or ``{"error": str}``.
+
+What this isolates: memory blow-ups, endless loops, interpreter crashes and
+stray network access of a parser, and code execution stays in the worker. What
+it does not: the worker runs as the same user with the same file-system
+access (no chroot, seccomp or container), so an exploited parser could read or
+write the person's files; it cannot make the app run code or see more than a
+title and a text.
+
 The worker is persistent (not one process per file) so importing thousands of
 small notes stays fast. It exits by itself when the app goes away: its end of
 the pipe closes, and a watchdog notices when its parent is gone.
@@ -23,6 +35,7 @@ Frozen builds, which have no separate interpreter, use ``spawn`` and must call
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +43,14 @@ import threading
 from pathlib import Path
 
 from .ingest import Extracted, IngestError
+
+
+def _send(conn, obj) -> None:
+    conn.send_bytes(json.dumps(obj).encode("utf-8"))
+
+
+def _recv(conn):
+    return json.loads(conn.recv_bytes().decode("utf-8"))
 
 EXTRACT_TIMEOUT_S: float = 60.0            # per file, wall clock (Settings.extract_timeout_s overrides)
 EXTRACT_MEMORY_BYTES: int = 1 << 30         # address-space cap of the worker (RLIMIT_AS)
@@ -39,7 +60,8 @@ import sys
 from multiprocessing.connection import Connection
 rd = Connection(int(sys.argv[1]), writable=False)
 wr = Connection(int(sys.argv[2]), readable=False)
-sys.path[:] = rd.recv()
+import json
+sys.path[:] = json.loads(rd.recv_bytes())
 from app.sandbox import _serve
 _serve(rd, wr, int(sys.argv[3]))
 """
@@ -89,7 +111,7 @@ def _watch_parent() -> None:
 
 
 def _serve(rd, wr, memory_bytes: int) -> None:
-    """Worker loop: receive a path, send back ("ok", Extracted) or ("error", message)."""
+    """Worker loop: receive a path, send back {"ok": {"title", "text"}} or {"error": message}."""
     _limit_memory(memory_bytes)
     _deny_network()
     _watch_parent()
@@ -97,23 +119,24 @@ def _serve(rd, wr, memory_bytes: int) -> None:
     too_big = f"reading it needs more than {memory_bytes // 2**20} MB of memory; skipped"
     while True:
         try:
-            request = rd.recv()
-        except (EOFError, OSError, KeyboardInterrupt):
+            request = _recv(rd)
+        except (EOFError, OSError, KeyboardInterrupt, ValueError):
             return
         if request is None:
             return
         try:
-            reply = ("ok", ingest.extract(Path(request)))
+            doc = ingest.extract(Path(request))
+            reply = {"ok": {"title": doc.title, "text": doc.text}}
         except ingest.IngestError as exc:
-            reply = ("error", str(exc))
+            reply = {"error": str(exc)}
         except MemoryError:
-            reply = ("error", too_big)
+            reply = {"error": too_big}
         except BaseException as exc:    # noqa: BLE001 — the worker answers whatever happened
-            reply = ("error", f"could not read file: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}")
+            reply = {"error": f"could not read file: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}"}
         try:
-            wr.send(reply)
+            _send(wr, reply)
         except MemoryError:
-            wr.send(("error", too_big))
+            _send(wr, {"error": too_big})
         except (OSError, EOFError):
             return
 
@@ -145,7 +168,7 @@ class _Subprocess:
         os.close(from_child_w)
         self.wr = Connection(to_child_w, readable=False)
         self.rd = Connection(from_child_r, writable=False)
-        self.wr.send(list(sys.path))     # the child finds app/ exactly where this process did
+        _send(self.wr, list(sys.path))     # the child finds app/ exactly where this process did
 
     pid = property(lambda self: self.proc.pid)
     exitcode = property(lambda self: self.proc.poll())
@@ -230,7 +253,7 @@ class Extractor:
             return
         if not kill:
             try:
-                w.wr.send(None)
+                _send(w.wr, None)
             except (OSError, EOFError, ValueError):
                 pass
         w.close_pipes()
@@ -252,7 +275,7 @@ class Extractor:
                     except OSError as exc:
                         raise IngestError(f"the file reader could not be started ({exc})") from None
                 try:
-                    self._worker.wr.send(str(Path(path).absolute()))
+                    _send(self._worker.wr, str(Path(path).absolute()))
                     break
                 except (OSError, EOFError):
                     self._stop(kill=True)
@@ -269,21 +292,30 @@ class Extractor:
                 self.restarts += 1
                 raise IngestError(f"took longer than {timeout:g} s to read; skipped")
             try:
-                status, value = w.rd.recv()
-            except (OSError, EOFError):
+                reply = _recv(w.rd)
+            except (OSError, EOFError, ValueError):
                 w.join(2)
                 code = w.exitcode
                 self._stop(kill=True)
                 self.restarts += 1
                 how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
                 raise IngestError(f"the file crashed the reader ({how}); skipped") from None
-            if status == "ok":
-                return value
-            raise IngestError(value)
+            return _reply_to_result(reply)
 
     def close(self) -> None:
         with self._lock:
             self._stop(kill=False)
+
+
+def _reply_to_result(reply) -> Extracted:
+    """The worker's JSON reply, checked field by field: nothing else is believed."""
+    if isinstance(reply, dict) and len(reply) == 1:
+        ok, err = reply.get("ok"), reply.get("error")
+        if isinstance(ok, dict) and isinstance(ok.get("title"), str) and isinstance(ok.get("text"), str):
+            return Extracted(ok["title"], ok["text"])
+        if isinstance(err, str):
+            raise IngestError(err)
+    raise IngestError("the file reader sent a malformed reply; skipped")
 
     def __del__(self):   # best effort; the worker also exits when its pipe closes
         try:
