@@ -22,6 +22,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from ..log import log
 from .qt import emit
 
 Job = Callable[[Any, Callable[[Any], None]], Any]
@@ -29,7 +30,7 @@ Job = Callable[[Any, Callable[[Any], None]], Any]
 
 def friendly(exc: BaseException) -> str:
     """One line for the person. Expected errors carry their own message; anything else keeps its
-    type name (and its traceback goes to stderr for a bug report), never a traceback dialog."""
+    type name (its traceback goes to tailor.log in the data dir), never a traceback dialog."""
     from ..core import TailorError
     from ..hypernet import HypernetError
     from ..ingest import IngestError
@@ -81,6 +82,7 @@ class _Worker(QObject):
                 self.tailor = self._factory()
             out = fn(self.tailor, lambda payload: emit(self.progress, jid, payload))
         except BaseException as exc:   # noqa: BLE001 - every failure must reach the UI as a message
+            log.error("job %s failed", getattr(fn, "__qualname__", fn), exc_info=True)   # tailor.log
             traceback.print_exc(file=sys.stderr)
             emit(self.failed, jid, friendly(exc))
         else:
