@@ -47,10 +47,20 @@ class _Group(click.Group):
         from .ingest import IngestError
         from .lora_gguf import AdapterError
         from .models import ModelError
+        from .log import log
         try:
             return super().invoke(ctx)
-        except (TailorError, HypernetError, AdapterError, ModelError, IngestError, PromptTooLongError) as exc:
+        except (TailorError, HypernetError, AdapterError, ModelError, IngestError, PromptTooLongError,
+                OSError) as exc:
+            log.warning("%s failed: %s", ctx.invoked_subcommand, exc)
             click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:      # noqa: BLE001 - a bug: one line here, the traceback in the log
+            log.exception("%s crashed", ctx.invoked_subcommand)
+            where = ctx.obj["core"].log_path if ctx.obj.get("core") is not None else "tailor.log in the data dir"
+            click.echo(f"error: {type(exc).__name__}: {exc} (details in {where})", err=True)
             sys.exit(1)
 
 
@@ -94,7 +104,7 @@ def import_(ctx, paths, no_adapt):
     summary = t.import_paths(paths, progress=cb)
     bar.close()
     data = summary.as_dict()
-    if not no_adapt and t.store.profile_stats()["documents"]:
+    if not no_adapt and t.profile_stats()["documents"]:
         data["adapter"] = t.adapt()
 
     def human(d):
@@ -182,8 +192,8 @@ def ask(ctx, prompt, no_adapter, scale, rag, k, max_tokens, seed):
 def chat(ctx, no_adapter, scale, rag, k, max_tokens, seed):
     """Chat interactively (streaming). Empty line or Ctrl-D ends."""
     t = _core(ctx)
-    chat_id = t.store.new_chat("terminal chat")
-    history: list[dict] = []
+    chat_id = t.new_chat("terminal chat")
+    history: list[dict] = []      # the whole chat; the core sends the newest turns that fit (trim_history)
     while True:
         try:
             line = input("you> ").strip()
@@ -204,8 +214,8 @@ def chat(ctx, no_adapter, scale, rag, k, max_tokens, seed):
             t.engine.stop()
         click.echo()
         text = "".join(out).strip()
-        t.store.add_message(chat_id, "user", line)
-        t.store.add_message(chat_id, "assistant", text, active, sources)
+        t.record_message(chat_id, "user", line)
+        t.record_message(chat_id, "assistant", text, active, sources)
         history = msgs + [{"role": "assistant", "content": text}]
         for s in sources:
             click.echo(f"  [source] {s['path']}")
@@ -232,6 +242,17 @@ def wipe(ctx, yes):
         return
     t.wipe()
     _emit(ctx, {"wiped": str(t.home)}, lambda d: click.echo(f"deleted {d['wiped']}"))
+
+
+def _json_after_subcommand(ctx, _param, value) -> None:
+    if value:
+        ctx.find_root().obj["json"] = True
+
+
+# `tailor info --json` as well as `tailor --json info`: the flag is accepted on every subcommand
+for _cmd in cli.commands.values():
+    _cmd.params.append(click.Option(["--json"], is_flag=True, expose_value=False, callback=_json_after_subcommand,
+                                    help="machine-readable output"))
 
 
 def main() -> None:

@@ -20,12 +20,13 @@ import numpy as np
 
 from . import ingest, offline
 from .chunking import chunk_document
+from .log import close_logging, log, setup_logging
 from .lora_gguf import AdapterError, now_iso, write_adapter
 from .models import sha256_file, verify_base_model
 from .paths import data_dir, ensure_private_dir
 from .profile import profile_vector
 from .sandbox import EXTRACT_TIMEOUT_S, Extractor
-from .prompts import parse_task, with_context, with_examples
+from .prompts import parse_task, trim_history, with_context, with_examples
 from .store import Store
 
 KEEP_ADAPTERS = 5
@@ -97,6 +98,7 @@ class Tailor:
     def __init__(self, home: Path | None = None, settings: Settings | None = None):
         self.home = ensure_private_dir(Path(home)) if home else data_dir()
         self.adapter_dir = ensure_private_dir(self.home / "adapters")
+        self.log_path = setup_logging(self.home)
         self.settings_path = self.home / "settings.json"
         self.settings = settings or Settings.load(self.settings_path)
         self.store = Store(self.home / "tailor.db")
@@ -135,8 +137,9 @@ class Tailor:
                     continue
                 if p.name.endswith(".tmp") or (p.name.startswith("adapter-") and p.suffix == ".gguf"):
                     p.unlink()
-            except OSError:
-                pass
+                    log.info("removed leftover adapter file %s", p.name)
+            except OSError as exc:
+                log.warning("could not sweep %s: %s", p, exc)
 
     def save_settings(self) -> None:
         self.settings.save(self.settings_path)
@@ -184,8 +187,9 @@ class Tailor:
                 if latest is not None:
                     try:
                         eng.set_adapter(Path(latest["path"]), self.settings.scale)
-                    except AdapterError:
-                        pass   # a damaged adapter file: answers run without it until the next adapt
+                    except AdapterError:     # answers run without it until the next adapt
+                        log.warning("the latest adapter %s is damaged; answering without it", latest["path"],
+                                    exc_info=True)
                 self._engine = eng
             return self._engine
 
@@ -401,7 +405,9 @@ class Tailor:
 
     # --- answers -----------------------------------------------------------------
     def _prepare(self, messages: list[dict], use_adapter: bool | None, scale: float | None, rag: bool | None,
-                 k: int | None) -> tuple[str, list[dict], int | None]:
+                 k: int | None, max_tokens: int) -> tuple[str, list[dict], int | None]:
+        """The prompt for the last message of a chat: adapter set, retrieval added, and the history trimmed
+        (prompts.trim_history) so the prompt leaves ``max_tokens`` of the context for the answer."""
         use_adapter = self.settings.use_adapter if use_adapter is None else use_adapter
         scale = self.settings.scale if scale is None else scale
         rag = self.settings.rag if rag is None else rag
@@ -418,16 +424,20 @@ class Tailor:
         k = k or self.settings.rag_k
         task = parse_task(messages[-1]["content"]) if rag else None
         if task:
-            prompt, sources = self._with_examples(task, messages, k)
+            items, sources = self._examples(task, k)
+            build = lambda turns: eng.chat_prompt(with_examples(task[0], turns, items))    # noqa: E731
         else:
             sources = self.retrieve(messages[-1]["content"], k) if rag else []
-            prompt = eng.chat_prompt(with_context(messages, [s["text"] for s in sources]))
-        return prompt, sources, active
+            build = lambda turns: eng.chat_prompt(with_context(turns, [s["text"] for s in sources]))  # noqa: E731
+        room = eng.n_ctx - max_tokens
+        turns = trim_history(messages, lambda t: len(eng.tokenize(build(t))) <= room)
+        return build(turns), sources, active
 
-    def _with_examples(self, task: tuple[str, str, str], messages: list[dict], k: int) -> tuple[str, list[dict]]:
+    def _examples(self, task: tuple[str, str, str], k: int) -> tuple[list[dict], list[dict]]:
         """A task request (title -> abstract, abstract -> title) gets the person's k nearest titled documents
         as earlier turns of the same task. Pasted passages made the small model copy them; as examples they
-        raised ROUGE-L over the base model on both tasks (assets/hypernet/MODEL_CARD.md, the rag rows)."""
+        raised ROUGE-L over the base model on both tasks (assets/hypernet/MODEL_CARD.md, the rag rows).
+        Returns (items, most similar last, nearest the request as in the evaluation; their sources)."""
         name, title, text = task
         hits = self.retrieve(text if name == "headline" else title, 4 * k)
         items = [{**d, "text": _without_heading(d["text"], d["title"])}
@@ -435,21 +445,47 @@ class Tailor:
         first_hit = {}
         for h in hits:
             first_hit.setdefault(h["path"], h)
-        sources = [first_hit[d["path"]] for d in items]
-        # most similar last, nearest the request (as in the evaluation)
-        return self.engine.chat_prompt(with_examples(name, messages, items[::-1])), sources
+        return items[::-1], [first_hit[d["path"]] for d in items]
 
     def stream(self, messages: list[dict], *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256,
                seed=None) -> tuple[Iterator[str], list[dict], int | None]:
-        prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k)
+        prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k, max_tokens)
         return self.engine.stream(prompt, max_tokens=max_tokens, seed=seed), sources, active
 
     def ask(self, prompt: str, *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256, seed=None,
             history: list[dict] | None = None) -> Answer:
         messages = (history or []) + [{"role": "user", "content": prompt}]
-        full_prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k)
+        full_prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k, max_tokens)
         g = self.engine.complete(full_prompt, max_tokens=max_tokens, seed=seed)
         return Answer(g.text, active, sources, round(g.first_token_ms, 1), round(g.tokens_per_s, 1))
+
+    # --- chats -------------------------------------------------------------------
+    # The CLI and the UI keep chats through these, never through the store: one place records a turn.
+    def new_chat(self, title: str) -> int:
+        return self.store.new_chat(title)
+
+    def chats(self) -> list[dict]:
+        return self.store.chats()
+
+    def chat_messages(self, chat_id: int) -> list[dict]:
+        return self.store.messages(chat_id)
+
+    def delete_chat(self, chat_id: int) -> list[dict]:
+        self.store.delete_chat(chat_id)
+        return self.store.chats()
+
+    def record_message(self, chat_id: int, role: str, content: str, adapter_version: int | None = None,
+                       sources: list[dict] | None = None) -> int:
+        """Persist one message. An answer is stored even when empty (stopped before its first token), so the
+        turns of a chat alternate."""
+        return self.store.add_message(chat_id, role, content, adapter_version, sources)
+
+    def drop_last_answer(self, chat_id: int) -> None:
+        """Remove a chat's last message if it is an answer (before it is regenerated)."""
+        self.store.delete_last_answer(chat_id)
+
+    def profile_stats(self) -> dict:
+        return self.store.profile_stats()
 
     # --- info / wipe ---------------------------------------------------------------
     def info(self) -> dict:
@@ -476,6 +512,7 @@ class Tailor:
         if self._extractor is not None:
             self._extractor.close()
         self.store.close()
+        close_logging()
         shutil.rmtree(self.home, ignore_errors=True)
         if self.home.exists():
             raise TailorError(f"could not delete everything in {self.home}; delete what is left by hand")

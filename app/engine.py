@@ -104,6 +104,11 @@ class Engine:
         self.llm.n_tokens = 0
 
     # --- text -------------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        """Tokens the context holds: prompt and answer together."""
+        return self.llm.n_ctx()
+
     def chat_prompt(self, messages: list[dict]) -> str:
         return render_chat(self.template, messages, add_generation_prompt=True)
 

@@ -1,12 +1,16 @@
 """Where Tailor keeps things.
 
-User data (documents, database, adapters) lives in the platform's user-data
-dir, or in $TAILOR_HOME when set (tests point it at a tmpdir). Models live in
+User data (documents, database, adapters) lives in one data directory, found
+the same way by the CLI and the app: $TAILOR_HOME when set (tests point it at
+a tmpdir), else the directory chosen in the app's Settings (recorded in the
+config dir, so `tailor wipe` acts on the same data the app shows), else the
+platform's user-data dir. Models live in
 the repository's ``models/`` (filled by ``make``), beside a frozen bundle's
 executable, or in $TAILOR_MODELS.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,6 +18,7 @@ from pathlib import Path
 import platformdirs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR_FILE = "location.json"
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -23,9 +28,36 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+def config_dir() -> Path:
+    """Where the data-directory choice is recorded: outside the data dir, which it points to."""
+    env = os.environ.get("TAILOR_CONFIG")
+    return Path(env).expanduser() if env else Path(platformdirs.user_config_dir("tailor", appauthor=False))
+
+
+def chosen_data_dir() -> Path | None:
+    """The data directory chosen in Settings, if any."""
+    try:
+        value = json.loads((config_dir() / DATA_DIR_FILE).read_text()).get("data_dir")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise OSError(f"cannot read the data-directory setting {config_dir() / DATA_DIR_FILE}: {exc}; "
+                      "fix or delete that file") from exc
+    return Path(value).expanduser() if value else None
+
+
+def choose_data_dir(path: Path | None) -> None:
+    """Record the data directory that the CLI and the app use from now on (None: the platform default)."""
+    d = ensure_private_dir(config_dir())
+    tmp = d / (DATA_DIR_FILE + ".tmp")
+    tmp.write_text(json.dumps({"data_dir": str(Path(path).expanduser().absolute()) if path else None}))
+    tmp.replace(d / DATA_DIR_FILE)
+
+
 def data_dir() -> Path:
     home = os.environ.get("TAILOR_HOME")
-    path = Path(home).expanduser() if home else Path(platformdirs.user_data_dir("tailor", appauthor=False))
+    path = Path(home).expanduser() if home else (chosen_data_dir()
+                                                 or Path(platformdirs.user_data_dir("tailor", appauthor=False)))
     return ensure_private_dir(path)
 
 

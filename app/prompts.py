@@ -63,6 +63,20 @@ def render_chat(template: str, messages: list[dict], add_generation_prompt: bool
                                      bos_token="", eos_token="")
 
 
+HISTORY_MESSAGES = 8     # the most turns of a chat sent with a new prompt (the small model drifts on more)
+
+
+def trim_history(messages: list[dict], fits) -> list[dict]:
+    """The newest turns of a chat that the model can take: at most HISTORY_MESSAGES, oldest dropped first
+    until ``fits(turns)`` (the rendered prompt leaves room for the answer), starting at a user turn. The
+    last message is always kept; if it alone is too long, the engine says so. The one rule for the app,
+    the CLI and anything else that chats (Tailor._prepare applies it)."""
+    turns = [{"role": m["role"], "content": m["content"]} for m in messages if m["content"]][-HISTORY_MESSAGES:]
+    while len(turns) > 1 and (turns[0]["role"] != "user" or not fits(turns)):
+        turns = turns[1:]
+    return turns
+
+
 def with_context(messages: list[dict], passages: list[str]) -> list[dict]:
     """Retrieval augmentation: the person's own passages go before the request, in the user turn."""
     if not passages:

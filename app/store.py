@@ -371,6 +371,14 @@ class Store:
             (chat_id, role, content, adapter_version, json.dumps(sources) if sources is not None else None,
              time.time())).lastrowid)
 
+    def delete_last_answer(self, chat_id: int) -> None:
+        def tx(c):
+            row = c.execute("SELECT id, role FROM messages WHERE chat_id = ? ORDER BY id DESC LIMIT 1",
+                            (chat_id,)).fetchone()
+            if row is not None and row["role"] == "assistant":
+                c.execute("DELETE FROM messages WHERE id = ?", (row["id"],))
+        self.write(tx)
+
     def messages(self, chat_id: int) -> list[dict]:
         rows = self.read(lambda c: c.execute(
             "SELECT id, role, content, adapter_version, sources, created_at FROM messages WHERE chat_id = ? "

@@ -11,10 +11,38 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # no test may touch the person's real data dir, even through a session fixture without `home`
 os.environ["TAILOR_HOME"] = tempfile.mkdtemp(prefix="tailor-tests-")
+os.environ["TAILOR_CONFIG"] = tempfile.mkdtemp(prefix="tailor-tests-config-")   # nor its data-dir setting
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "assets" / "samples"
 BASE_GGUF = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def sample_users() -> list[dict]:
+    """Users in the format of ../shared/data (README there), made from the public-domain sample documents,
+    so training and evaluation tests need nothing outside the repository: user i asks about document i with
+    the three documents after it as their profile."""
+    from app import ingest
+    docs = [ingest.extract(p) for p in sorted(SAMPLES.glob("*/*.md"))]
+    items = [{"id": f"doc{i}", "title": d.title, "text": " ".join(d.text.split()[:120])} for i, d in enumerate(docs)]
+    return [{"user": f"sample-{i}", "domain": "peps",
+             "profile": [items[(i + j) % len(items)] for j in (1, 2, 3)], "queries": [items[i]]}
+            for i in range(len(items))]
+
+
+def write_users(path: Path, users: list[dict]) -> Path:
+    import gzip
+    import json
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for u in users:
+            f.write(json.dumps(u) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory) -> Path:
+    """sample_users() as a .jsonl.gz file."""
+    return write_users(tmp_path_factory.mktemp("sample-data") / "samples.jsonl.gz", sample_users())
 
 
 @pytest.fixture

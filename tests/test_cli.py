@@ -66,3 +66,74 @@ def test_bench_reports_every_number_and_leaves_the_store_alone(home):
     assert abs(emb["speedup"] - emb["onnx_chunks_per_s"] / emb["sentence_transformers_chunks_per_s"]) < 0.02
     assert emb["cosine_min"] >= 0.99                      # the fast path is still the same embedding
     assert json.loads(run("info").stdout)["adapters"] == before   # ran in a throwaway data dir
+
+
+def test_json_is_accepted_after_the_subcommand(home):
+    for args in (["info", "--json"], ["docs", "--json"]):
+        r = CliRunner().invoke(cli, args, obj={}, catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        json.loads(r.stdout)       # machine-readable, not the human form
+    before = json.loads(CliRunner().invoke(cli, ["--json", "info"], obj={}).stdout)
+    after = json.loads(CliRunner().invoke(cli, ["info", "--json"], obj={}).stdout)
+    assert before["data_dir"] == after["data_dir"] == str(home)
+
+
+def test_the_data_dir_chosen_in_settings_is_the_clis_too(tmp_path, monkeypatch):
+    """The app records its data dir with choose_data_dir; the CLI (docs, wipe) must act on that same dir."""
+    from app.paths import choose_data_dir, data_dir
+    monkeypatch.delenv("TAILOR_HOME")
+    monkeypatch.setenv("TAILOR_CONFIG", str(tmp_path / "config"))
+    chosen = tmp_path / "my-tailor-data"
+    choose_data_dir(chosen)
+    assert data_dir() == chosen
+    info = json.loads(CliRunner().invoke(cli, ["info", "--json"], obj={}, catch_exceptions=False).stdout)
+    assert info["data_dir"] == str(chosen)
+    r = CliRunner().invoke(cli, ["wipe", "--yes", "--json"], obj={}, catch_exceptions=False)
+    assert json.loads(r.stdout)["wiped"] == str(chosen) and not chosen.exists()
+    monkeypatch.setenv("TAILOR_HOME", str(tmp_path / "env-wins"))
+    assert data_dir() == tmp_path / "env-wins"
+
+
+def test_a_damaged_data_dir_setting_is_a_clear_error(tmp_path, monkeypatch):
+    from app.paths import data_dir
+    monkeypatch.delenv("TAILOR_HOME")
+    monkeypatch.setenv("TAILOR_CONFIG", str(tmp_path))
+    (tmp_path / "location.json").write_text("{not json")
+    import pytest
+    with pytest.raises(OSError, match="location.json"):
+        data_dir()
+
+
+def test_bench_stages_come_from_the_timed_runs(tailor):
+    """More runs than adapters kept on disk: the stage medians must still describe every timed run."""
+    import numpy as np
+    from app.bench import swap_bench
+    from app.core import KEEP_ADAPTERS
+    tailor.import_paths([SAMPLES / "packaging"])
+    tailor.adapt(load=True)
+    runs = KEEP_ADAPTERS + 2
+    out = swap_bench(tailor, tailor.engine.chat_prompt([{"role": "user", "content": "Hi"}]), runs)
+    assert len(out["per_run"]) == runs
+    for k in ("hypernet", "write", "load"):
+        assert out["stages_p50"][k] == round(float(np.median([ms[k] for ms in out["per_run"]])), 2)
+    assert out["p50"] == round(float(np.median([ms["total"] for ms in out["per_run"]])), 2)
+
+
+def test_a_long_terminal_chat_keeps_answering(home):
+    """Past the 2,048-token context the CLI chat used to exit with PromptTooLongError and lose the turn;
+    the core now sends the newest turns that fit (prompts.trim_history), for the CLI as for the app."""
+    long_line = " ".join(["the interpreter caches attribute lookups on hot paths"] * 40)   # ~400 tokens
+    turns = 8
+    r = CliRunner().invoke(cli, ["chat", "--max-tokens", "8", "--no-adapter"], obj={},
+                           input="".join(f"{i}: {long_line}\n" for i in range(turns)) + "\n",
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("tailor> ") == turns
+    from app.core import Tailor
+    t = Tailor()
+    try:
+        (chat,) = t.chats()
+        msgs = t.chat_messages(chat["id"])
+        assert [m["role"] for m in msgs] == ["user", "assistant"] * turns
+    finally:
+        t.close()

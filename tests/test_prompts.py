@@ -16,3 +16,15 @@ def test_other_requests_are_not_tasks():
     assert parse_task(task_messages("writing", title="X")[0]["content"] + " In French.") is None
     assert parse_task(task_messages("writing", title=" ")[0]["content"]) is None
     assert parse_task(task_messages("headline", text="")[0]["content"]) is None
+
+
+def test_trim_history_keeps_the_newest_turns_that_fit():
+    from app.prompts import HISTORY_MESSAGES, trim_history
+    chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(21)]
+    everything = trim_history(chat, lambda turns: True)
+    assert len(everything) <= HISTORY_MESSAGES and everything[-1]["content"] == "m20"
+    assert everything[0]["role"] == "user"                     # never starts with an answer
+    three = trim_history(chat, lambda turns: len(turns) <= 3)
+    assert [m["content"] for m in three] == ["m18", "m19", "m20"]
+    assert trim_history(chat, lambda turns: False) == [chat[-1]]   # the request itself always goes
+    assert trim_history([{"role": "user", "content": ""}, *chat[-1:]], lambda t: True) == [chat[-1]]

@@ -254,6 +254,17 @@ def test_settings_dialog_saves(window, qtbot):
     assert not window.banner.isVisible()                  # k applies at once: no restart note
 
 
+def test_a_data_dir_chosen_in_settings_is_the_one_the_cli_uses(window, qtbot, tmp_path, monkeypatch):
+    """The dialog records the choice with app.paths.choose_data_dir, the setting `tailor` reads too."""
+    from app.paths import data_dir
+    monkeypatch.setenv("TAILOR_CONFIG", str(tmp_path / "config"))
+    dlg = window.open_settings()
+    dlg.new_data_dir = str(tmp_path / "chosen")        # what the folder picker sets
+    dlg.accept()
+    monkeypatch.delenv("TAILOR_HOME")
+    assert data_dir() == tmp_path / "chosen"
+
+
 def test_event_loop_never_stalls(qapp, qtbot, tmp_path):
     """A 10 ms timer must never be late by more than 100 ms while the worker imports (cold: the
     embedder, hypernet and base model load too), adapts and streams an answer."""

@@ -14,15 +14,13 @@ from pathlib import Path
 
 from ..paths import assets_dir
 
-HISTORY_MESSAGES = 8        # turns of the current chat sent with a new prompt (the context holds 2,048 tokens)
-HISTORY_CHARS = 3000
 WATCH_DIR_LIMIT = 256       # sub-folders watched per imported folder (QFileSystemWatcher is not recursive)
 
 
 def snapshot(t, _report=None) -> dict:
     """Everything the window shows about the profile, in one round trip."""
-    return {"home": str(t.home), "docs": t.docs(), "stats": t.store.profile_stats(),
-            "adapter": t.latest_adapter(), "settings": asdict(t.settings), "chats": t.store.chats()}
+    return {"home": str(t.home), "docs": t.docs(), "stats": t.profile_stats(),
+            "adapter": t.latest_adapter(), "settings": asdict(t.settings), "chats": t.chats()}
 
 
 def import_paths(paths: list[str], cancel: threading.Event):
@@ -104,25 +102,11 @@ def warm_up(t, _report) -> None:
 
 
 def load_chat(chat_id: int):
-    return lambda t, _r: t.store.messages(chat_id)
+    return lambda t, _r: t.chat_messages(chat_id)
 
 
 def delete_chat(chat_id: int):
-    def job(t, _r):
-        t.store.delete_chat(chat_id)
-        return t.store.chats()
-    return job
-
-
-def history_for_model(messages: list[dict]) -> list[dict]:
-    """The last turns of a chat that fit the small model's context."""
-    out, chars = [], 0
-    for m in reversed([m for m in messages if m["content"]][-HISTORY_MESSAGES:]):
-        chars += len(m["content"])
-        if out and chars > HISTORY_CHARS:
-            break
-        out.append({"role": m["role"], "content": m["content"]})
-    return out[::-1]
+    return lambda t, _r: t.delete_chat(chat_id)
 
 
 def _short_sources(sources: list[dict]) -> list[dict]:
@@ -156,28 +140,19 @@ def answer(runner, *, chat_id: int | None, title: str, history: list[dict], prom
            stop: threading.Event):
     """Stream one answer and persist the turn. ``prompt`` None regenerates the last answer to ``history``."""
     def job(t, report):
-        cid = chat_id if chat_id is not None else t.store.new_chat(title)
+        cid = chat_id if chat_id is not None else t.new_chat(title)
         if prompt is not None:
-            t.store.add_message(cid, "user", prompt)
-        msgs = history_for_model(history + ([{"role": "user", "content": prompt}] if prompt is not None else []))
-        out = _run_stream(t, runner, msgs, opts, stop, report)
-        # stored even when empty (stopped before the first token) so turns in the store alternate
-        t.store.add_message(cid, "assistant", out["text"], out["adapter_version"], out["sources"])
-        return out | {"chat_id": cid, "chats": t.store.chats()}
+            t.record_message(cid, "user", prompt)
+        msgs = history + ([{"role": "user", "content": prompt}] if prompt is not None else [])
+        out = _run_stream(t, runner, msgs, opts, stop, report)     # the core trims the history to fit
+        t.record_message(cid, "assistant", out["text"], out["adapter_version"], out["sources"])
+        return out | {"chat_id": cid, "chats": t.chats()}
     return job
 
 
 def drop_last_answer(chat_id: int):
-    """Remove a chat's last assistant message before it is regenerated (the store has no delete for one
-    message, so this goes through its single write path)."""
-    def job(t, _r):
-        def tx(c):
-            row = c.execute("SELECT id, role FROM messages WHERE chat_id = ? ORDER BY id DESC LIMIT 1",
-                            (chat_id,)).fetchone()
-            if row is not None and row["role"] == "assistant":
-                c.execute("DELETE FROM messages WHERE id = ?", (row["id"],))
-        t.store.write(tx)
-    return job
+    """Remove a chat's last assistant message before it is regenerated."""
+    return lambda t, _r: t.drop_last_answer(chat_id)
 
 
 def compare(runner, prompt: str, opts: dict, scale: float, stop: threading.Event):

@@ -26,7 +26,7 @@ from .chat import ChatView  # noqa: E402
 from .compare import CompareView  # noqa: E402
 from .profile import ProfilePanel  # noqa: E402
 from .qt import emit  # noqa: E402
-from .settings import SettingsDialog, saved_data_dir  # noqa: E402
+from .settings import SettingsDialog, migrate_qsettings_data_dir  # noqa: E402
 from .welcome import WelcomePage, sample_profile_dir  # noqa: E402
 from .worker import Runner  # noqa: E402
 
@@ -314,10 +314,8 @@ def _prepare_env(self_test: bool) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if self_test:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    elif not os.environ.get("TAILOR_HOME"):     # the data directory chosen in Settings; $TAILOR_HOME wins
-        d = saved_data_dir()
-        if d:
-            os.environ["TAILOR_HOME"] = d
+    else:      # the data directory chosen in Settings is read by app.paths.data_dir, as the CLI does
+        migrate_qsettings_data_dir()
 
 
 def main(argv: list[str] | None = None) -> int:

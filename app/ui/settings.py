@@ -6,8 +6,8 @@ process, so the model file, threads and GPU layers take effect on the next
 start, and the dialog says so instead of silently doing nothing.
 
 The data directory is chosen before the core starts (the database lives in
-it), so a new one is remembered in QSettings and used from the next start;
-$TAILOR_HOME, when set, wins.
+it), so a new one is recorded with app.paths.choose_data_dir -- the one setting
+the CLI reads too -- and used from the next start; $TAILOR_HOME, when set, wins.
 """
 from __future__ import annotations
 
@@ -19,16 +19,20 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from ..paths import choose_data_dir, chosen_data_dir
+
 RESTART_KEYS = ("model_path", "threads", "gpu_layers")
 
 
-def qsettings() -> QSettings:
-    return QSettings("Tailor", "Tailor")
-
-
-def saved_data_dir() -> str | None:
-    value = qsettings().value("data_dir")
-    return str(value) if value else None
+def migrate_qsettings_data_dir() -> None:
+    """Earlier versions kept the chosen data directory in QSettings only, where the CLI could not see it
+    (so `tailor wipe` missed the person's data): move it to the shared setting once."""
+    qs = QSettings("Tailor", "Tailor")
+    old = qs.value("data_dir")
+    if old and chosen_data_dir() is None:
+        choose_data_dir(Path(str(old)))
+    if old:
+        qs.remove("data_dir")
 
 
 class SettingsDialog(QDialog):
@@ -131,5 +135,5 @@ class SettingsDialog(QDialog):
 
     def accept(self) -> None:
         if self.new_data_dir:
-            qsettings().setValue("data_dir", self.new_data_dir)
+            choose_data_dir(Path(self.new_data_dir))
         super().accept()
