@@ -25,6 +25,7 @@ from app.models import default_base_model_path
 from app.profile import profile_vector
 from app.prompts import TASKS, task_messages, task_target, with_examples
 from hypernet_onnx import data as D
+from hypernet_onnx.stats import paired_bootstrap
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ALL_METHODS = ["base", "rag", "p2p", "p2p+rag", "p2p-shuffled", "mt-lora", "oppu"]
@@ -163,24 +164,19 @@ def summarize(rows: list[dict], sec: dict, methods: list[str], n_users: int) -> 
         res["methods"][m] = {t: {k: mean([r[k] for r in rows if r["method"] == m and r["task"] == t])
                                  for k in ("rouge1", "rougeL", "nll")} for t in TASKS}
         res["methods"][m]["sec_per_user"] = float(np.mean(sec[m])) if sec[m] else 0.0
-    for a, b in [("p2p", "base"), ("p2p", "p2p-shuffled")]:
+    for a, b in [("p2p", "base"), ("p2p", "p2p-shuffled"), ("p2p", "mt-lora")]:
         if a in methods and b in methods:
             res["ci"][f"{a} - {b}"] = {t: {k: None if any(r[k] is None for r in rows if r["method"] in (a, b))
                                            else paired_bootstrap(rows, a, b, t, k) for k in ("rougeL", "nll")}
                                        for t in TASKS}
+    if all(m in methods for m in ("base", "p2p", "p2p-shuffled")):
+        # the part of p2p's NLL gain over the base model that needs the person's own profile (issue 11)
+        nll = {m: {t: res["methods"][m][t]["nll"] for t in TASKS} for m in ("base", "p2p", "p2p-shuffled")}
+        res["person_share"] = {t: None if None in (nll["base"][t], nll["p2p"][t], nll["p2p-shuffled"][t])
+                               or nll["base"][t] <= nll["p2p"][t]
+                               else (nll["p2p-shuffled"][t] - nll["p2p"][t]) / (nll["base"][t] - nll["p2p"][t])
+                               for t in TASKS}
     return res
-
-
-def paired_bootstrap(rows, a: str, b: str, task: str, key: str, n: int = 2000, seed: int = 0) -> dict:
-    """Mean difference a - b with a 95% CI, resampling users (queries of one user stay together)."""
-    va = {(r["user"], r["query"]): r[key] for r in rows if r["method"] == a and r["task"] == task}
-    vb = {(r["user"], r["query"]): r[key] for r in rows if r["method"] == b and r["task"] == task}
-    users = sorted({u for u, _ in va})
-    per_user = np.array([np.mean([va[k] - vb[k] for k in va if k[0] == u]) for u in users])
-    rng = np.random.default_rng(seed)
-    boots = per_user[rng.integers(0, len(users), (n, len(users)))].mean(1)
-    return {"diff": float(per_user.mean()), "lo": float(np.percentile(boots, 2.5)),
-            "hi": float(np.percentile(boots, 97.5))}
 
 
 def to_markdown(res: dict, title: str) -> str:
@@ -203,6 +199,9 @@ def to_markdown(res: dict, title: str) -> str:
         for comp, per_task in res["ci"].items():
             for t, d in per_task.items():
                 lines.append(f"| {comp} | {t} | {ci(d['rougeL'])} | {ci(d['nll'])} |")
+    if res.get("person_share"):
+        lines += ["", "Person share of the NLL gain, (p2p-shuffled - p2p) / (base - p2p): " +
+                  ", ".join(f"{t} {f(v, 3)}" for t, v in res["person_share"].items())]
     return "\n".join(lines) + "\n"
 
 

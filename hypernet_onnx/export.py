@@ -36,7 +36,10 @@ def load_checkpoint(path: Path) -> tuple[HyperNet, dict]:
 
 
 def metadata(st: dict) -> dict[str, str]:
-    hc = st["hyper_config"]
+    cfg = HyperConfig.from_dict(st["hyper_config"])
+    hc = cfg.to_dict()
+    rank = cfg.out_rank          # a residual design emits its shared LoRA and its residual side by side
+    alpha = cfg.alpha * rank / cfg.rank     # so llama.cpp's scale alpha / rank stays the one trained with
     log = st.get("log") or [{}]
     best = min((r for r in log if "dev" in r), key=lambda r: r["dev"], default={})
     return {
@@ -46,16 +49,16 @@ def metadata(st: dict) -> dict[str, str]:
         "embedder_id": EMBEDDER_ID,
         "pooling": hc["pooling"],
         "input_dim": str(hc["input_dim"]),
-        "rank": str(hc["rank"]),
-        "alpha": str(hc["alpha"]),
+        "rank": str(rank),
+        "alpha": str(alpha),
         "target_modules": ",".join(hc["modules"]),
         "n_layers": str(hc["n_layers"]),
         "training_data_sha256": st["data_hash"],
         "training_steps": str(st["step"]),
         "dev_nll": f"{best.get('dev', float('nan')):.4f}",
         "io": json.dumps({"inputs": {"profile": [1, hc["input_dim"]]},
-                          "outputs": {f"{m}.lora_{x}": ([hc["n_layers"], hc["rank"], hc["shapes"][m][1]] if x == "a"
-                                                        else [hc["n_layers"], hc["shapes"][m][0], hc["rank"]])
+                          "outputs": {f"{m}.lora_{x}": ([hc["n_layers"], rank, hc["shapes"][m][1]] if x == "a"
+                                                        else [hc["n_layers"], hc["shapes"][m][0], rank])
                                       for m in hc["modules"] for x in "ab"}}),
         "config": json.dumps(hc),
     }

@@ -9,6 +9,20 @@ One shared MLP, one small linear head per (module, A|B). The heads' weights
 start at zero; A's bias starts like a LoRA A (uniform, +-1/sqrt(in)) and B's
 bias at zero, so the first adapter is exactly dW = 0 and training starts from
 the base model.
+
+Residual design (``shared_rank`` > 0, issue 11): trained plainly, the adapter
+carried the tasks and the domain and almost nothing of the person, and one
+shared LoRA (mt-lora) beat it. So the shared LoRA, trained once, is kept as a
+frozen part of every adapter, and the network emits only a residual that is
+exactly zero for the average person:
+
+    p  = (profile - mean) / std                       training authors' statistics (``standardize``)
+    h  = MLP(enc(p) + emb) - MLP(enc(0) + emb)         h = 0 at the average profile
+    A  = [A_shared ; head_A(h)]   B = [B_shared , head_B(h)]   (heads without bias; B's starts at zero)
+
+so dW = s (B_shared A_shared + B_res A_res): at the start, and for the average
+person always, the adapter *is* the shared LoRA (p2p >= mt-lora by
+construction), and whatever the profile adds is the person's.
 """
 from __future__ import annotations
 
@@ -30,6 +44,13 @@ class HyperConfig:
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.05
+    standardize: bool = False            # inputs z-scored with the training authors' mean/std (buffers)
+    shared_rank: int = 0                 # > 0: residual over a frozen shared LoRA of this rank (buffers)
+
+    @property
+    def out_rank(self) -> int:
+        """The rank of the emitted adapter: the shared part's and the residual's, side by side."""
+        return self.shared_rank + self.rank
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -57,31 +78,62 @@ class HyperNet(nn.Module):
         self.mlp = nn.Sequential(nn.LayerNorm(H), nn.Linear(H, H), nn.GELU(), nn.Linear(H, H), nn.LayerNorm(H))
         self.head_a = nn.ModuleDict()
         self.head_b = nn.ModuleDict()
+        residual = cfg.shared_rank > 0
         for m in cfg.modules:
             out_f, in_f = cfg.shapes[m]
-            self.head_a[m] = nn.Linear(H, cfg.rank * in_f)
-            self.head_b[m] = nn.Linear(H, out_f * cfg.rank)
-            nn.init.zeros_(self.head_a[m].weight)
+            self.head_a[m] = nn.Linear(H, cfg.rank * in_f, bias=not residual)
+            self.head_b[m] = nn.Linear(H, out_f * cfg.rank, bias=not residual)
             nn.init.zeros_(self.head_b[m].weight)
             bound = 1.0 / math.sqrt(in_f)
-            nn.init.uniform_(self.head_a[m].bias, -bound, bound)
-            nn.init.zeros_(self.head_b[m].bias)
+            if residual:     # no bias: A must depend on h from the start, or B would get no gradient
+                nn.init.uniform_(self.head_a[m].weight, -bound, bound)
+            else:
+                nn.init.zeros_(self.head_a[m].weight)
+                nn.init.uniform_(self.head_a[m].bias, -bound, bound)
+                nn.init.zeros_(self.head_b[m].bias)
+            if residual:
+                self.register_buffer(f"shared_a_{m}", torch.zeros(cfg.n_layers, cfg.shared_rank, in_f))
+                self.register_buffer(f"shared_b_{m}", torch.zeros(cfg.n_layers, out_f, cfg.shared_rank))
+        if cfg.standardize:
+            self.register_buffer("in_mean", torch.zeros(cfg.input_dim))
+            self.register_buffer("in_std", torch.ones(cfg.input_dim))
 
     @property
     def scale(self) -> float:
         return self.cfg.alpha / self.cfg.rank
 
+    def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.in_mean.copy_(mean)
+        self.in_std.copy_(std.clamp(min=1e-6))
+
+    def set_shared(self, weights: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """The frozen shared LoRA: {module: (A (L, r0, in), B (L, out, r0))}, trained with the same scale."""
+        for m, (a, b) in weights.items():
+            getattr(self, f"shared_a_{m}").copy_(a)
+            getattr(self, f"shared_b_{m}").copy_(b)
+
     def forward(self, profile: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """profile (B, P) -> {module: (A (B, L, r, in), B (B, L, out, r))}."""
+        """profile (B, P) -> {module: (A (B, L, R, in), B (B, L, out, R))}, R = cfg.out_rank."""
         cfg = self.cfg
+        if cfg.standardize:
+            profile = (profile - self.in_mean) / self.in_std
         z = self.encoder(profile)                                                # (B, H)
+        residual = cfg.shared_rank > 0
+        if residual:
+            z0 = self.encoder(torch.zeros_like(profile[:1]))                     # (1, H) the average person
         out = {}
         for i, m in enumerate(cfg.modules):
-            h = z[:, None, :] + self.layer_emb[None] + self.module_emb[i]        # (B, L, H)
-            h = self.mlp(h)                                                      # (B, L, H)
+            emb = self.layer_emb[None] + self.module_emb[i]                      # (1, L, H)
+            h = self.mlp(z[:, None, :] + emb)                                    # (B, L, H)
+            if residual:
+                h = h - self.mlp(z0[:, None, :] + emb)                           # 0 for the average person
             out_f, in_f = cfg.shapes[m]
             a = self.head_a[m](h).view(-1, cfg.n_layers, cfg.rank, in_f)         # (B, L, r, in)
             b = self.head_b[m](h).view(-1, cfg.n_layers, out_f, cfg.rank)        # (B, L, out, r)
+            if residual:
+                n = a.shape[0]
+                a = torch.cat([getattr(self, f"shared_a_{m}").expand(n, -1, -1, -1), a], 2)   # (B, L, R, in)
+                b = torch.cat([getattr(self, f"shared_b_{m}").expand(n, -1, -1, -1), b], 3)   # (B, L, out, R)
             out[m] = (a, b)
         return out
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from app.lora_gguf import BaseSpec
 from app.profile import input_dim
 from hypernet_onnx import data as D
+from hypernet_onnx.stats import paired_bootstrap
 from hypernet_onnx.model import HyperConfig, HyperNet, attach_lora, count_params, set_lora
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,6 +60,8 @@ class TrainConfig:
     init_from: str = ""              # warm start: hypernetwork weights of another run's checkpoint (same model config)
     contrast: float = 0.0            # weight of the hinge "own profile beats another user's by `margin` nats"
     margin: float = 0.05
+    standardize: bool = False        # z-score profile vectors with the training authors' mean/std
+    shared_from: str = ""            # an mt-lora checkpoint: emit a residual over its LoRA (model.py, issue 11)
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
@@ -91,10 +94,32 @@ def load_base(cfg: TrainConfig):
     return model, tok, template, spec
 
 
-def hyper_config(cfg: TrainConfig, spec: BaseSpec) -> HyperConfig:
+def hyper_config(cfg: TrainConfig, spec: BaseSpec, shared_rank: int = 0) -> HyperConfig:
     return HyperConfig(input_dim=input_dim(cfg.pooling), pooling=cfg.pooling, hidden=cfg.hidden,
                        n_layers=spec.n_layer, modules=tuple(cfg.modules),
-                       shapes={m: spec.module_shape(m) for m in cfg.modules}, rank=cfg.rank, alpha=cfg.alpha)
+                       shapes={m: spec.module_shape(m) for m in cfg.modules}, rank=cfg.rank, alpha=cfg.alpha,
+                       standardize=cfg.standardize, shared_rank=shared_rank)
+
+
+def shared_lora(path: Path, cfg: TrainConfig, spec: BaseSpec) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The one LoRA of an mt-lora run ({module: (A (L, r, in), B (L, out, r))}), checked to fit this run: trained
+    with the profile zeroed, on this base model, for these modules, at this LoRA scale (alpha / rank)."""
+    if not path.is_file():
+        raise SystemExit(f"shared_from: no checkpoint at {path}")
+    st = torch.load(path, map_location="cpu", weights_only=False)
+    if st["train_config"].get("profile_input") != "zeros":
+        raise SystemExit(f"shared_from: {path} is not an mt-lora run (profile_input must be 'zeros')")
+    if st["base_fingerprint"] != spec.fingerprint():
+        raise SystemExit(f"shared_from: {path} was trained on another base model")
+    hc = HyperConfig.from_dict(st["hyper_config"])
+    if list(hc.modules) != list(cfg.modules) or hc.alpha / hc.rank != cfg.alpha / cfg.rank:
+        raise SystemExit(f"shared_from: {path} adapts {list(hc.modules)} at scale {hc.alpha / hc.rank}; this run "
+                         f"adapts {cfg.modules} at scale {cfg.alpha / cfg.rank}")
+    mt = HyperNet(hc)
+    mt.load_state_dict(st["hyper"])                   # strict
+    with torch.no_grad():
+        out = mt.eval()(torch.zeros(1, hc.input_dim))
+    return {m: (a[0], b[0]) for m, (a, b) in out.items()}
 
 
 # --- batches ---------------------------------------------------------------------
@@ -143,8 +168,11 @@ class Trainer:
         self.out = REPO / cfg.out_dir if not Path(cfg.out_dir).is_absolute() else Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.model, self.tok, self.template, self.spec = load_base(cfg)
-        self.hcfg = hyper_config(cfg, self.spec)
+        shared = shared_lora(REPO / cfg.shared_from, cfg, self.spec) if cfg.shared_from else None
+        self.hcfg = hyper_config(cfg, self.spec, shared_rank=shared[cfg.modules[0]][0].shape[1] if shared else 0)
         self.hyper = HyperNet(self.hcfg)
+        if shared:
+            self.hyper.set_shared(shared)
         self.wrappers = attach_lora(self.model, tuple(cfg.modules))
         train_path, dev_path = data_dir / cfg.train_data, data_dir / cfg.dev_data
         self.data_hash = D.file_hash(train_path)
@@ -152,6 +180,9 @@ class Trainer:
         dev_users = D.load_users(dev_path, cfg.dev_users)
         self.profiles = D.profile_inputs(D.embed_users(train_path, train_users), cfg.pooling)
         self.profiles.update(D.profile_inputs(D.embed_users(dev_path, dev_users), cfg.pooling))
+        if cfg.standardize:
+            vecs = torch.tensor(np.stack([self.profiles[u["user"]] for u in train_users]))       # (N, P)
+            self.hyper.set_input_stats(vecs.mean(0), vecs.std(0))
         self.train = D.examples(train_users)
         self.dev = D.examples(dev_users)
         self.train_ids = sorted({e.user for e in self.train})
@@ -162,7 +193,7 @@ class Trainer:
         self.order = np.random.default_rng(cfg.seed).permutation(len(self.train))
         self.opt = torch.optim.AdamW(self.hyper.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step = 0
-        self._dev_base: float | None = None
+        self._dev_base: np.ndarray | None = None      # per dev example
         self.best = math.inf
         self.log: list[dict] = []
         if not self._resume() and cfg.init_from:
@@ -186,7 +217,7 @@ class Trainer:
     def _load_same_model(self, path: Path, what: str) -> dict:
         """A checkpoint, refused (never loaded partially) if it holds another model shape."""
         st = torch.load(path, map_location="cpu", weights_only=False)
-        if st["hyper_config"] != self.hcfg.to_dict():
+        if HyperConfig.from_dict(st["hyper_config"]) != self.hcfg:      # (older checkpoints lack newer fields)
             raise SystemExit(f"{what}: {path} was trained with another model config ({st['hyper_config']})")
         return st
 
@@ -268,19 +299,25 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
+        """Dev NLL with the own profile, a shuffled (another dev user's) profile and the base model, and the
+        person metric that decides between designs (issue 11): per task, shuffled - own with a paired bootstrap
+        CI over users, and the person share = (shuffled - own) / (base - own), the part of the adapter's gain
+        that needs the person's own profile."""
         self.hyper.eval()
         bs = self.cfg.batch_size
-        out = {}
+        per_example = {}
         for name, profile_of in [("dev", lambda u: u), ("dev_shuffled", lambda u: self.dev_shuffled[u])]:
             vals = [self.losses(self.dev[i:i + bs], profile_of) for i in range(0, len(self.dev), bs)]
-            out[name] = float(torch.cat(vals).mean())
+            per_example[name] = torch.cat(vals).numpy()
         if self._dev_base is None:    # the frozen base model's loss never changes: compute it once
             set_lora(self.wrappers, None)
             vals = [example_losses(self.model, *collate([encode(self.tok, self.template, ex, self.cfg.max_len)
                                                            for ex in self.dev[i:i + bs]], self.tok.pad_token_id or 0))
                     for i in range(0, len(self.dev), bs)]
-            self._dev_base = float(torch.cat(vals).mean())
-        out["dev_base"] = self._dev_base
+            self._dev_base = torch.cat(vals).numpy()
+        per_example["dev_base"] = self._dev_base
+        out = {name: float(v.mean()) for name, v in per_example.items()}
+        out["person"] = person_metric(self.dev, per_example)
         return out
 
     def run(self, max_seconds: float | None = None, until: int | None = None) -> list[dict]:
@@ -315,6 +352,22 @@ class Trainer:
                 self.save("ckpt.pt")
                 break
         return self.log
+
+
+def person_metric(examples: list[D.Example], nll: dict[str, np.ndarray]) -> dict:
+    """Per task: gap = shuffled - own NLL (positive: the own profile helps) with a 95% CI from a paired
+    bootstrap over users, and share = gap / (base - own). The same statistic as evaluate.py's CIs."""
+    rows = [{"user": ex.user, "query": i, "task": ex.task, "method": m, "nll": float(nll[key][i])}
+            for i, ex in enumerate(examples) for m, key in (("own", "dev"), ("shuffled", "dev_shuffled"))]
+    out = {}
+    for task in sorted({ex.task for ex in examples}):
+        idx = [i for i, ex in enumerate(examples) if ex.task == task]
+        own, base = float(nll["dev"][idx].mean()), float(nll["dev_base"][idx].mean())
+        ci = paired_bootstrap(rows, "shuffled", "own", task, "nll")
+        gain = base - own
+        out[task] = {"gap": round(ci["diff"], 4), "lo": round(ci["lo"], 4), "hi": round(ci["hi"], 4),
+                     "share": round(ci["diff"] / gain, 4) if gain > 0 else None}
+    return out
 
 
 def plot_log(log: list[dict], path: Path) -> None:

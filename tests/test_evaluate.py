@@ -1,6 +1,5 @@
 """The evaluation command end to end on a two-user file made from the sample documents:
 every method runs through llama.cpp + GGUF adapters and results.json has the layout issue #3 names."""
-import gzip
 import json
 
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 
 from app import ingest
 from hypernet_onnx import evaluate as E
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, write_users
 
 
 def _user(name: str, folder: str) -> dict:
@@ -19,11 +18,8 @@ def _user(name: str, folder: str) -> dict:
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("evaldata") / "two.jsonl.gz"
-    with gzip.open(path, "wt", encoding="utf-8") as f:
-        for u in (_user("perf", "interpreter-performance"), _user("pack", "packaging")):
-            f.write(json.dumps(u) + "\n")
-    return path
+    return write_users(tmp_path_factory.mktemp("evaldata") / "two.jsonl.gz",
+                       [_user("perf", "interpreter-performance"), _user("pack", "packaging")])
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +49,11 @@ def test_evaluate_every_method(full_run):
     assert ms["p2p"]["writing"]["nll"] != ms["base"]["writing"]["nll"]
     assert ms["p2p"]["writing"]["nll"] != ms["p2p-shuffled"]["writing"]["nll"]
     assert ms["oppu"]["sec_per_user"] > ms["p2p"]["sec_per_user"] > 0
-    assert set(res["ci"]) == {"p2p - base", "p2p - p2p-shuffled"}
+    assert set(res["ci"]) == {"p2p - base", "p2p - p2p-shuffled", "p2p - mt-lora"}   # mt-lora: the fair control
+    for t in ("headline", "writing"):
+        own, shuf, base = (ms[m][t]["nll"] for m in ("p2p", "p2p-shuffled", "base"))
+        assert res["person_share"][t] == (None if base <= own else pytest.approx((shuf - own) / (base - own)))
+    assert "Person share" in (out / "results.md").read_text()
     rows = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
     assert len(rows) == len(E.ALL_METHODS) * 2 * 1 * 2          # methods x users x queries x tasks
     assert "| p2p |" in (out / "results.md").read_text()

@@ -90,3 +90,29 @@ def test_shipped_hypernet_fits_the_base_model(spec):
     hn = Hypernet(None, spec)
     assert hn.path.stat().st_size <= 20 * 2**20
     assert int(hn.meta["training_steps"]) > 0        # trained, never random
+
+
+def test_residual_design_exports_one_adapter_with_the_trained_scale(tmp_path, spec):
+    """A residual hypernetwork (shared LoRA + residual, standardized input) exports as one rank-2r adapter whose
+    delta W through the app (alpha/rank from the metadata) is the one training applied: s (B0 A0 + Br Ar)."""
+    torch.manual_seed(2)
+    h = HyperNet(_cfg(standardize=True, shared_rank=8))
+    with torch.no_grad():
+        for p in h.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+        h.set_input_stats(torch.randn(384) * 0.1, torch.rand(384) + 0.5)
+        h.set_shared({m: (torch.randn(30, 8, s[1]) * 0.05, torch.randn(30, s[0], 8) * 0.05)
+                      for m, s in h.cfg.shapes.items()})
+    st = {"train_config": {"name": "residual"}, "hyper_config": h.cfg.to_dict(), "step": 3, "hyper": h.state_dict(),
+          "data_hash": "abcdef0123456789", "base_fingerprint": spec.fingerprint(), "log": [{"step": 3, "dev": 1.5}]}
+    torch.save(st, tmp_path / "ckpt.pt")
+    hn = Hypernet(export(tmp_path / "ckpt.pt", tmp_path / "hn.onnx"), spec)
+    assert hn.rank == 16 and hn.alpha / hn.rank == h.scale
+    x = np.random.default_rng(1).standard_normal((1, 384)).astype(np.float32)
+    with torch.no_grad():
+        ref = h.eval()(torch.from_numpy(x))
+    ad = hn.generate(x)
+    for (layer, m), (a, b) in ad.weights.items():
+        want = h.scale * (ref[m][1][0, layer] @ ref[m][0][0, layer]).numpy()
+        got = ad.scale * (b @ a)
+        assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), (layer, m)

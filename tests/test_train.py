@@ -11,9 +11,11 @@ CONFIG = Path(__file__).resolve().parent.parent / "hypernet_onnx/configs/tiny.to
 
 
 @pytest.fixture(scope="module")
-def tiny_cfg(tmp_path_factory):
+def tiny_cfg(tmp_path_factory, sample_data):
+    """tiny.toml on the sample users (an absolute data path is used as it is, not under ../shared/data)."""
     cfg = TrainConfig.load(CONFIG)
-    return dataclasses.replace(cfg, out_dir=str(tmp_path_factory.mktemp("tiny")))
+    return dataclasses.replace(cfg, out_dir=str(tmp_path_factory.mktemp("tiny")), train_data=str(sample_data),
+                               dev_data=str(sample_data))
 
 
 def test_gradients_reach_every_head(tiny_cfg):
@@ -66,7 +68,7 @@ def test_until_stops_at_a_step_with_the_full_schedule(tiny_cfg):
     assert again.step == 7
 
 
-def test_embedding_cache_is_per_embedder_graph(tmp_path, monkeypatch):
+def test_embedding_cache_is_per_embedder_graph(tmp_path, monkeypatch, sample_data):
     """Training must see what the app computes: another embedder graph never reuses a cached block."""
     import numpy as np
     from hypernet_onnx import data as D
@@ -79,7 +81,7 @@ def test_embedding_cache_is_per_embedder_graph(tmp_path, monkeypatch):
             return np.zeros((len(texts), 384), np.float32)
 
     monkeypatch.setattr(D, "CACHE_DIR", tmp_path)
-    path = D.DATA_DIR / "mlpapers-train.jsonl.gz"
+    path = sample_data
     users = D.load_users(path, 1)
     D.embed_users(path, users, Counting(), progress=False)
     D.embed_users(path, users, Counting(), progress=False)
@@ -113,8 +115,9 @@ def test_contrast_hinge_compares_with_another_users_adapter(tiny_cfg):
         tr.train_step()                          # the hypernetwork now depends on the profile
     tr.hyper.eval()                              # no dropout: the three passes below see the same adapters
     batch = tr.train[:4]
-    other = tr.others([ex.user for ex in batch])
-    assert all(other[u] != u for u in other) and tr.others(list(other)) == other   # never oneself; resumable
+    users = [ex.user for ex in batch]
+    other = tr.others(users)
+    assert all(other[u] != u for u in other) and tr.others(users) == other   # never oneself; resumable
     with torch.no_grad():
         own = tr.losses(batch)
         theirs = tr.losses(batch, lambda u: other[u])
@@ -127,3 +130,53 @@ def test_contrast_hinge_compares_with_another_users_adapter(tiny_cfg):
     plain = Trainer(dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-plain"))
     with torch.no_grad():
         assert float(plain.step_loss(batch)) == pytest.approx(float(plain.losses(batch).mean()), rel=1e-6)
+
+
+def test_dev_log_reports_the_person_metric(tiny_cfg):
+    """Each evaluation logs, per task, shuffled - own NLL with a paired CI and the person share."""
+    tr = Trainer(dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-person"))
+    for _ in range(3):
+        tr.train_step()
+    ev = tr.evaluate()
+    assert set(ev["person"]) == {"headline", "writing"}
+    for p in ev["person"].values():
+        assert p["lo"] <= p["gap"] <= p["hi"]
+    overall_gap = ev["dev_shuffled"] - ev["dev"]
+    gaps = [ev["person"][t]["gap"] for t in ("headline", "writing")]
+    assert min(gaps) - 1e-3 <= overall_gap <= max(gaps) + 1e-3     # the per-task gaps average to the overall one
+
+
+def test_residual_design_starts_at_the_shared_lora_and_keeps_it_for_the_average_person(tiny_cfg, tmp_path, spec):
+    """issue 11: the adapter = a frozen mt-lora + a residual that is zero for the average profile."""
+    mt_cfg = dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-mt", profile_input="zeros")
+    mt = Trainer(mt_cfg)
+    mt.run(until=6)
+    mt_ckpt = Path(mt_cfg.out_dir) / "ckpt.pt"
+    cfg = dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-residual", standardize=True,
+                              shared_from=str(mt_ckpt))
+    tr = Trainer(cfg)
+    assert tr.hcfg.out_rank == 2 * tiny_cfg.rank
+    with torch.no_grad():
+        start, mt_eval = tr.evaluate(), mt.evaluate()
+    assert start["dev"] == pytest.approx(mt_eval["dev"], abs=1e-5)          # p2p == mt-lora at the start
+    assert start["dev_shuffled"] == pytest.approx(start["dev"], abs=1e-6)
+    for _ in range(4):
+        tr.train_step()
+    tr.hyper.eval()
+    r = tiny_cfg.rank
+    with torch.no_grad():
+        avg = tr.hyper(tr.hyper.in_mean[None])                               # the average person
+        own = tr.hyper(torch.tensor(tr.profiles[tr.train_ids[0]])[None])
+        mt_out = mt.hyper.eval()(torch.zeros(1, mt.hcfg.input_dim))
+    for m in tiny_cfg.modules:
+        a, b = avg[m]
+        assert torch.equal(a[..., :r, :], mt_out[m][0]) and torch.equal(b[..., :r], mt_out[m][1])
+        assert a[..., r:, :].abs().max() == 0 and b[..., r:].abs().max() == 0
+        assert own[m][1][..., r:].abs().max() > 0                             # a real person moves the residual
+    # mt-lora's weights stay frozen (buffers), only the residual network trains
+    assert not any("shared" in n for n, _ in tr.hyper.named_parameters())
+    # a checkpoint of the other design is refused on resume/init, never loaded partially
+    with pytest.raises(SystemExit, match="another model config"):
+        Trainer(dataclasses.replace(cfg, out_dir=tiny_cfg.out_dir + "-bad", init_from=str(mt_ckpt)))
+    with pytest.raises(SystemExit, match="not an mt-lora run"):
+        Trainer(dataclasses.replace(cfg, out_dir=tiny_cfg.out_dir + "-bad2", shared_from=str(tr.save("x.pt"))))
