@@ -405,7 +405,7 @@ class Tailor:
 
     # --- answers -----------------------------------------------------------------
     def _prepare(self, messages: list[dict], use_adapter: bool | None, scale: float | None, rag: bool | None,
-                 k: int | None, max_tokens: int) -> tuple[str, list[dict], int | None]:
+                 k: int | None, max_tokens: int = 256) -> tuple[str, list[dict], int | None]:
         """The prompt for the last message of a chat: adapter set, retrieval added, and the history trimmed
         (prompts.trim_history) so the prompt leaves ``max_tokens`` of the context for the answer."""
         use_adapter = self.settings.use_adapter if use_adapter is None else use_adapter
