@@ -144,6 +144,12 @@ def test_dev_log_reports_the_person_metric(tiny_cfg):
     overall_gap = ev["dev_shuffled"] - ev["dev"]
     gaps = [ev["person"][t]["gap"] for t in ("headline", "writing")]
     assert min(gaps) - 1e-3 <= overall_gap <= max(gaps) + 1e-3     # the per-task gaps average to the overall one
+    log = tr.run(until=tr.step + 1)                                  # evaluates and checkpoints at the stop
+    from hypernet_onnx.report import table
+    md = table([tr.out])
+    row = next(line for line in md.splitlines() if line.startswith(f"| {tr.out.name} |"))
+    assert f"| {log[-1]['step']} | {log[-1]['dev']:.4f} |" in row
+    assert f"{log[-1]['person']['writing']['gap']:+.4f} [" in row
 
 
 def test_residual_design_starts_at_the_shared_lora_and_keeps_it_for_the_average_person(tiny_cfg, tmp_path, spec):
