@@ -137,3 +137,21 @@ def test_a_long_terminal_chat_keeps_answering(home):
         assert [m["role"] for m in msgs] == ["user", "assistant"] * turns
     finally:
         t.close()
+
+
+def test_a_crash_is_one_line_for_the_person_and_a_traceback_in_the_log(home, monkeypatch):
+    from app.core import Tailor
+
+    def boom(self):
+        raise RuntimeError("boom in docs")
+    r = run("import", str(SAMPLES / "packaging"), "--no-adapt")
+    assert r.exit_code == 0, r.output
+    monkeypatch.setattr(Tailor, "docs", boom)
+    r = CliRunner().invoke(cli, ["docs"], obj={})
+    assert r.exit_code == 1
+    assert r.stderr.strip().count("\n") == 0 and "boom in docs" in r.stderr and "tailor.log" in r.stderr
+    assert "Traceback" not in r.stderr
+    log = (home / "tailor.log").read_text()
+    assert "Traceback" in log and "RuntimeError: boom in docs" in log
+    sample = (SAMPLES / "packaging").glob("*.md").__next__().read_text().split("\n\n")[1][:60]
+    assert sample and sample not in log                           # never the person's text
