@@ -85,8 +85,11 @@ class HyperNet(nn.Module):
             self.head_b[m] = nn.Linear(H, out_f * cfg.rank, bias=not residual)
             nn.init.zeros_(self.head_b[m].weight)
             bound = 1.0 / math.sqrt(in_f)
-            if residual:     # no bias: A must depend on h from the start, or B would get no gradient
-                nn.init.uniform_(self.head_a[m].weight, -bound, bound)
+            if residual:     # no bias: A must depend on h from the start, or B would get no gradient.
+                # h has ~unit entries over H dims, so 1/sqrt(H) keeps A's entries at a LoRA A's size (+-bound);
+                # at +-bound per weight, A came out ~sqrt(H) times too large and the first residual run
+                # (v2cpu-residual-init1, model card) got worse than its start.
+                nn.init.uniform_(self.head_a[m].weight, -bound / math.sqrt(H), bound / math.sqrt(H))
             else:
                 nn.init.zeros_(self.head_a[m].weight)
                 nn.init.uniform_(self.head_a[m].bias, -bound, bound)
