@@ -26,10 +26,7 @@ def setup_logging(home: Path) -> Path:
     for h in log.handlers:
         if isinstance(h, logging.handlers.RotatingFileHandler) and Path(h.baseFilename) == path.absolute():
             return path
-    for h in list(log.handlers):        # a new data dir (tests, a wipe): stop writing to the old one
-        if isinstance(h, logging.handlers.RotatingFileHandler):
-            log.removeHandler(h)
-            h.close()
+    close_logging()                     # a new data dir (tests, a wipe): stop writing to the old one
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
                                                    encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s pid=%(process)d: %(message)s"))
