@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,10 +54,9 @@ def embed_users(path: Path, users: list[dict], embedder=None, progress: bool = T
     The cache is keyed by the embedder graph's hash too, so training always sees the embeddings the app
     computes (a new graph, e.g. the int8 one, starts a new cache instead of reusing another graph's)."""
     from tqdm import tqdm
-    from app.models import EMBEDDER_ONNX, cached_sha256
-    from app.paths import models_dir
+    from app.models import EMBEDDER_SHA256
     out: dict[str, np.ndarray] = {}
-    graph = cached_sha256(models_dir() / EMBEDDER_ONNX)[:12]
+    graph = EMBEDDER_SHA256[:12]       # the only graph the app (app.models.embedder_files) and this loader accept
     cache = CACHE_DIR / f"{Path(path).name.split('.')[0]}-{graph}"
     cache.mkdir(parents=True, exist_ok=True)
     blocks = range(0, len(users), BLOCK)
@@ -84,6 +84,15 @@ class Example:
     task: str
     messages: list[dict]
     target: str
+    profile: str = ""     # key of the profile vector to condition on; "" = the user's whole profile
+
+    @property
+    def profile_key(self) -> str:
+        return self.profile or self.user
+
+    def key(self) -> str:
+        """Identity of the text (for the token cache): task, prompt and answer."""
+        return hashlib.sha256(json.dumps([self.task, self.messages, self.target]).encode()).hexdigest()[:24]
 
 
 def examples(users: list[dict], tasks=TASKS) -> list[Example]:
@@ -92,8 +101,83 @@ def examples(users: list[dict], tasks=TASKS) -> list[Example]:
             for u in users for q in u["queries"] for t in tasks]
 
 
+def loo_key(user: str, item: int) -> str:
+    return f"{user}#loo{item}"
+
+
+def loo_examples(users: list[dict], tasks=TASKS) -> list[Example]:
+    """Leave-one-out: every profile item posed as each task, conditioned on the profile without that item
+    (``loo_key``). 4-5x the examples of the queries alone, and the target is never inside its own profile."""
+    return [Example(u["user"], t, task_messages(t, it["title"], it["text"]), task_target(t, it["title"], it["text"]),
+                    profile=loo_key(u["user"], i))
+            for u in users if len(u["profile"]) > 1 for i, it in enumerate(u["profile"]) for t in tasks]
+
+
 def profile_inputs(emb: dict[str, np.ndarray], pooling: str) -> dict[str, np.ndarray]:
     return {uid: profile_vector(e.astype(np.float32), pooling) for uid, e in emb.items()}
+
+
+def loo_inputs(users: list[dict], emb: dict[str, np.ndarray], pooling: str) -> dict[str, np.ndarray]:
+    """loo_key -> the profile vector of the user's chunks minus those of that item (same pooling as the app)."""
+    out = {}
+    for u in users:
+        counts = [len(c) for c in item_chunks(u)]
+        e = emb[u["user"]].astype(np.float32)
+        if len(e) != sum(counts):
+            raise ValueError(f"{u['user']}: {len(e)} cached chunk embeddings, {sum(counts)} chunks now")
+        ends = np.cumsum(counts)
+        for i, end in enumerate(ends):
+            rest = np.concatenate([e[:end - counts[i]], e[end:]])
+            if len(rest):
+                out[loo_key(u["user"], i)] = profile_vector(rest, pooling)
+    return out
+
+
+class TokenCache:
+    """Token ids of examples, computed once and kept in one .npz keyed by Example.key(), so a training run
+    (and the GPU machine, which gets the file) does not re-render and re-tokenize tens of thousands of examples.
+    Keyed by the tokenizer, chat template and max_len too: another tokenization never reuses the file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.items: dict[str, tuple[np.ndarray, int]] = {}
+        self.dirty = False
+        if self.path.is_file():
+            d = np.load(self.path)
+            ids, offsets, n_prompt = d["ids"], d["offsets"], d["n_prompt"]
+            for j, k in enumerate(d["keys"]):
+                self.items[str(k)] = (ids[offsets[j]:offsets[j + 1]], int(n_prompt[j]))
+
+    @staticmethod
+    def name(tokenizer_id: str, template: str, max_len: int) -> str:
+        h = hashlib.sha256(f"{tokenizer_id}|{template}|{max_len}".encode()).hexdigest()[:12]
+        return f"tokens-{h}.npz"
+
+    def get(self, exs: list[Example], encode) -> list[tuple[list[int], int]]:
+        out = []
+        for ex in exs:
+            k = ex.key()
+            if k not in self.items:
+                ids, n = encode(ex)
+                self.items[k] = (np.asarray(ids, dtype=np.int32), n)
+                self.dirty = True
+            ids, n = self.items[k]
+            out.append((ids.tolist(), n))
+        return out
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        keys = list(self.items)
+        lens = [len(self.items[k][0]) for k in keys]
+        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        ids = np.concatenate([self.items[k][0] for k in keys]) if keys else np.zeros(0, np.int32)
+        tmp = self.path.with_suffix(".tmp.npz")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(tmp, keys=np.array(keys), offsets=offsets, ids=ids.astype(np.uint32),
+                            n_prompt=np.array([self.items[k][1] for k in keys], dtype=np.int32))
+        tmp.replace(self.path)
+        self.dirty = False
 
 
 if __name__ == "__main__":

@@ -12,12 +12,12 @@ the base model.
 
 Residual design (``shared_rank`` > 0, issue 11): trained plainly, the adapter
 carried the tasks and the domain and almost nothing of the person, and one
-shared LoRA (mt-lora) beat it. So the shared LoRA, trained once, is kept as a
-frozen part of every adapter, and the network emits only a residual that is
-exactly zero for the average person:
+shared LoRA (mt-lora) beat it. So a shared LoRA is part of every adapter (a
+plain LoRA trained jointly, or an mt-lora run's, frozen), and the network emits
+only a residual that is exactly zero for the average person:
 
     p  = (profile - mean) / std                       training authors' statistics (``standardize``)
-    h  = MLP(enc(p) + emb) - MLP(enc(0) + emb)         h = 0 at the average profile
+    h  = MLP(enc(p) + emb) - MLP(enc(0) + emb)         h = 0 at the average profile (dropout after the difference)
     A  = [A_shared ; head_A(h)]   B = [B_shared , head_B(h)]   (heads without bias; B's starts at zero)
 
 so dW = s (B_shared A_shared + B_res A_res): at the start, and for the average
@@ -94,9 +94,10 @@ class HyperNet(nn.Module):
                 nn.init.zeros_(self.head_a[m].weight)
                 nn.init.uniform_(self.head_a[m].bias, -bound, bound)
                 nn.init.zeros_(self.head_b[m].bias)
-            if residual:
-                self.register_buffer(f"shared_a_{m}", torch.zeros(cfg.n_layers, cfg.shared_rank, in_f))
-                self.register_buffer(f"shared_b_{m}", torch.zeros(cfg.n_layers, out_f, cfg.shared_rank))
+            if residual:     # a plain LoRA (A like PEFT's, B zero), trained jointly or set from an mt-lora run
+                a0 = torch.empty(cfg.n_layers, cfg.shared_rank, in_f).uniform_(-bound, bound)
+                setattr(self, f"shared_a_{m}", nn.Parameter(a0))
+                setattr(self, f"shared_b_{m}", nn.Parameter(torch.zeros(cfg.n_layers, out_f, cfg.shared_rank)))
         if cfg.standardize:
             self.register_buffer("in_mean", torch.zeros(cfg.input_dim))
             self.register_buffer("in_std", torch.ones(cfg.input_dim))
@@ -109,27 +110,37 @@ class HyperNet(nn.Module):
         self.in_mean.copy_(mean)
         self.in_std.copy_(std.clamp(min=1e-6))
 
-    def set_shared(self, weights: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """The frozen shared LoRA: {module: (A (L, r0, in), B (L, out, r0))}, trained with the same scale."""
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [getattr(self, f"shared_{x}_{m}") for m in self.cfg.modules for x in "ab"] if self.cfg.shared_rank else []
+
+    @torch.no_grad()
+    def set_shared(self, weights: dict[str, tuple[torch.Tensor, torch.Tensor]], frozen: bool = True) -> None:
+        """Set the shared LoRA: {module: (A (L, r0, in), B (L, out, r0))}, trained with the same scale; frozen
+        (an mt-lora run's, ``shared_from``) or trained on with the residual."""
         for m, (a, b) in weights.items():
-            getattr(self, f"shared_a_{m}").copy_(a)
-            getattr(self, f"shared_b_{m}").copy_(b)
+            for x, t in (("a", a), ("b", b)):
+                p = getattr(self, f"shared_{x}_{m}")
+                p.copy_(t)
+                p.requires_grad_(not frozen)
 
     def forward(self, profile: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """profile (B, P) -> {module: (A (B, L, R, in), B (B, L, out, R))}, R = cfg.out_rank."""
         cfg = self.cfg
         if cfg.standardize:
             profile = (profile - self.in_mean) / self.in_std
-        z = self.encoder(profile)                                                # (B, H)
         residual = cfg.shared_rank > 0
-        if residual:
-            z0 = self.encoder(torch.zeros_like(profile[:1]))                     # (1, H) the average person
+        if residual:   # encoder without its dropout: two masks would make the residual nonzero for the average person
+            enc = [layer for layer in self.encoder if not isinstance(layer, nn.Dropout)]
+            z = nn.Sequential(*enc)(profile)                                     # (B, H)
+            z0 = nn.Sequential(*enc)(torch.zeros_like(profile[:1]))              # (1, H) the average person
+        else:
+            z = self.encoder(profile)                                            # (B, H)
         out = {}
         for i, m in enumerate(cfg.modules):
             emb = self.layer_emb[None] + self.module_emb[i]                      # (1, L, H)
             h = self.mlp(z[:, None, :] + emb)                                    # (B, L, H)
-            if residual:
-                h = h - self.mlp(z0[:, None, :] + emb)                           # 0 for the average person
+            if residual:   # 0 for the average person; dropout here keeps it 0
+                h = nn.functional.dropout(h - self.mlp(z0[:, None, :] + emb), cfg.dropout, self.training)
             out_f, in_f = cfg.shapes[m]
             a = self.head_a[m](h).view(-1, cfg.n_layers, cfg.rank, in_f)         # (B, L, r, in)
             b = self.head_b[m](h).view(-1, cfg.n_layers, out_f, cfg.rank)        # (B, L, out, r)

@@ -1,6 +1,10 @@
 """Train the hypernetwork end to end through the frozen base model.
 
     python -m hypernet_onnx.train --config hypernet_onnx/configs/small.toml
+    accelerate launch -m hypernet_onnx.train --config ...      # several processes / GPUs
+
+The same command runs on CPU or a GPU (bf16 autocast there) through
+``accelerate``; with several processes each takes its share of every batch.
 
 The base model is the same GGUF users run, dequantized by transformers. Each
 step: profile vectors -> hypernetwork -> per-example LoRA on the base ->
@@ -11,6 +15,7 @@ exactly (same example order, optimizer and RNG state).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -62,6 +67,14 @@ class TrainConfig:
     margin: float = 0.05
     standardize: bool = False        # z-score profile vectors with the training authors' mean/std
     shared_from: str = ""            # an mt-lora checkpoint: emit a residual over its LoRA (model.py, issue 11)
+    shared_rank: int = 0             # > 0 (without shared_from): a plain shared LoRA of this rank, trained jointly
+    shared_lr: float = 0.0           # peak lr of the shared LoRA's parameters (0: lr)
+    loo: bool = False                # add leave-one-out examples (every profile item, the rest as its profile)
+    extra_data: str = ""             # more training authors from another file (e.g. extra-train.jsonl.gz)
+    extra_users: int = 0
+    ood_data: str = ""               # evaluated with the best checkpoint at the end (e.g. peps-ood-dev.jsonl.gz)
+    ood_users: int = 0
+    bf16: bool = True                # autocast on a GPU (CPU runs stay fp32)
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
@@ -159,47 +172,115 @@ def example_losses(model, input_ids, mask, loss_mask) -> torch.Tensor:
     return (nll * lm).sum(1) / lm.sum(1).clamp(min=1)
 
 
+@dataclass
+class Split:
+    """An evaluation set: its examples, their token ids, whose profile stands in as 'shuffled' for each user,
+    and the frozen base model's per-example NLL (computed once)."""
+    examples: list[D.Example]
+    items: list[tuple[list[int], int]]
+    shuffled: dict[str, str]
+    base: np.ndarray | None = None
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, data_dir: Path = D.DATA_DIR):
+        from accelerate import Accelerator
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
+        cuda = torch.cuda.is_available()
+        self.acc = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda and cfg.bf16 else "no")
+        self.main = self.acc.is_main_process
         self.out = REPO / cfg.out_dir if not Path(cfg.out_dir).is_absolute() else Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.model, self.tok, self.template, self.spec = load_base(cfg)
         shared = shared_lora(REPO / cfg.shared_from, cfg, self.spec) if cfg.shared_from else None
-        self.hcfg = hyper_config(cfg, self.spec, shared_rank=shared[cfg.modules[0]][0].shape[1] if shared else 0)
+        shared_rank = shared[cfg.modules[0]][0].shape[1] if shared else cfg.shared_rank
+        self.hcfg = hyper_config(cfg, self.spec, shared_rank=shared_rank)
         self.hyper = HyperNet(self.hcfg)
         if shared:
-            self.hyper.set_shared(shared)
+            self.hyper.set_shared(shared, frozen=True)
         self.wrappers = attach_lora(self.model, tuple(cfg.modules))
-        train_path, dev_path = data_dir / cfg.train_data, data_dir / cfg.dev_data
-        self.data_hash = D.file_hash(train_path)
-        train_users = D.load_users(train_path, cfg.train_users)
-        dev_users = D.load_users(dev_path, cfg.dev_users)
-        self.profiles = D.profile_inputs(D.embed_users(train_path, train_users), cfg.pooling)
-        self.profiles.update(D.profile_inputs(D.embed_users(dev_path, dev_users), cfg.pooling))
+
+        paths = {"train": data_dir / cfg.train_data, "dev": data_dir / cfg.dev_data}
+        counts = {"train": cfg.train_users, "dev": cfg.dev_users}
+        if cfg.extra_data:
+            paths["extra"], counts["extra"] = data_dir / cfg.extra_data, cfg.extra_users or None
+        if cfg.ood_data:
+            paths["ood"], counts["ood"] = data_dir / cfg.ood_data, cfg.ood_users or None
+        self.data_hash = D.file_hash(paths["train"])
+        users = {k: D.load_users(p, counts[k]) for k, p in paths.items()}
+        train_users = users["train"] + users.get("extra", [])
+        self.profiles = self._profiles(paths, users)
         if cfg.standardize:
             vecs = torch.tensor(np.stack([self.profiles[u["user"]] for u in train_users]))       # (N, P)
             self.hyper.set_input_stats(vecs.mean(0), vecs.std(0))
-        self.train = D.examples(train_users)
-        self.dev = D.examples(dev_users)
+        self.train = D.examples(train_users) + (D.loo_examples(train_users) if cfg.loo else [])
         self.train_ids = sorted({e.user for e in self.train})
         if cfg.contrast > 0 and len(self.train_ids) < 2:
             raise SystemExit("contrast needs at least two training users")
-        dev_ids = sorted({e.user for e in self.dev})
-        self.dev_shuffled = {u: dev_ids[(i + 1) % len(dev_ids)] for i, u in enumerate(dev_ids)}
+        self.tokens = D.TokenCache(D.CACHE_DIR / D.TokenCache.name(self.spec.tokenizer_sha, self.template, cfg.max_len))
+        self.splits = {k: self._split(users[k]) for k in ("dev", "ood") if k in users}
+        self.dev = self.splits["dev"].examples
+        self.train_items = self.tokens.get(self.train, self._encode)
+        if self.main:
+            self.tokens.save()
         self.order = np.random.default_rng(cfg.seed).permutation(len(self.train))
-        self.opt = torch.optim.AdamW(self.hyper.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+        self.device = self.acc.device
+        self.model.to(self.device)
+        self.hyper.to(self.device)
+        shared_ids = {id(p) for p in self.hyper.shared_parameters()}
+        groups = [{"params": [p for p in self.hyper.parameters() if id(p) not in shared_ids], "lr_mult": 1.0}]
+        if self.hyper.shared_parameters() and not shared:
+            groups.append({"params": self.hyper.shared_parameters(), "lr_mult": (cfg.shared_lr or cfg.lr) / cfg.lr})
+        groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.hyper_ddp, self.opt = self.acc.prepare(self.hyper, opt)    # DDP wrapper with several processes
         self.step = 0
-        self._dev_base: np.ndarray | None = None      # per dev example
         self.best = math.inf
         self.log: list[dict] = []
         if not self._resume() and cfg.init_from:
             self._init_from(REPO / cfg.init_from)       # an absolute path stays as it is
-        print(f"hypernet {count_params(self.hyper) / 1e6:.2f}M params; {len(self.train)} train / "
-              f"{len(self.dev)} dev examples; starting at step {self.step}", flush=True)
+        self.say(f"hypernet {count_params(self.hyper) / 1e6:.2f}M params; {len(self.train)} train / "
+                 f"{len(self.dev)} dev examples; {self.acc.num_processes} process(es) on {self.device}; "
+                 f"starting at step {self.step}")
+
+    def say(self, msg: str) -> None:
+        if self.main:
+            print(msg, flush=True)
+
+    def _encode(self, ex: D.Example) -> tuple[list[int], int]:
+        return encode(self.tok, self.template, ex, self.cfg.max_len)
+
+    def _split(self, users: list[dict]) -> Split:
+        exs = D.examples(users)
+        ids = sorted({e.user for e in exs})
+        return Split(exs, self.tokens.get(exs, self._encode), {u: ids[(i + 1) % len(ids)] for i, u in enumerate(ids)})
+
+    def _profiles(self, paths: dict[str, Path], users: dict[str, list[dict]]) -> dict[str, np.ndarray]:
+        """Profile vector per key (user, and with ``loo`` user#item), from the app's embeddings of each user's
+        chunks; the table is cached by what it depends on, so a machine without the embedder (the GPU machine)
+        trains from the file alone."""
+        from app.models import EMBEDDER_SHA256
+        c = self.cfg
+        what = [EMBEDDER_SHA256, c.pooling, c.loo] + [(k, D.file_hash(p), len(users[k])) for k, p in sorted(paths.items())]
+        path = D.CACHE_DIR / f"profiles-{hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]}.npz"
+        if path.is_file():
+            d = np.load(path)
+            return {k: d[k] for k in d.files}
+        out: dict[str, np.ndarray] = {}
+        for k, p in paths.items():
+            emb = D.embed_users(p, users[k])
+            out.update(D.profile_inputs(emb, c.pooling))
+            if c.loo and k in ("train", "extra"):
+                out.update(D.loo_inputs(users[k], emb, c.pooling))
+        if self.main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path.with_suffix(".tmp.npz"), **out)
+            path.with_suffix(".tmp.npz").replace(path)
+        return out
 
     # checkpoints carry their own config
     def _state(self) -> dict:
@@ -210,8 +291,10 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         path = self.out / name
-        torch.save(self._state(), path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
+        if self.main:
+            torch.save(self._state(), path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)
+        self.acc.wait_for_everyone()
         return path
 
     def _load_same_model(self, path: Path, what: str) -> dict:
@@ -250,14 +333,21 @@ class Trainer:
         p = (step - c.warmup) / max(1, c.steps - c.warmup)
         return c.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
-    def losses(self, batch: list[D.Example], profile_of=lambda u: u) -> torch.Tensor:
-        items = [encode(self.tok, self.template, ex, self.cfg.max_len) for ex in batch]
-        input_ids, mask, loss_mask = collate(items, self.tok.pad_token_id or 0)
-        prof = torch.tensor(np.stack([self.profiles[profile_of(ex.user)] for ex in batch]))     # (B, P)
+    def losses(self, batch: list[D.Example], profile_of=None, items: list[tuple[list[int], int]] | None = None
+               ) -> torch.Tensor:
+        """Per-example answer NLL (B,), each example under the adapter of its own profile (``ex.profile_key``:
+        the user's, or with ``loo`` the profile without the target item) or of ``profile_of(user)``."""
+        dev = self.device
+        items = items if items is not None else self.tokens.get(batch, self._encode)
+        input_ids, mask, loss_mask = (t.to(dev) for t in collate(items, self.tok.pad_token_id or 0))
+        keys = [ex.profile_key if profile_of is None else profile_of(ex.user) for ex in batch]
+        prof = torch.tensor(np.stack([self.profiles[k] for k in keys])).to(dev)                 # (B, P)
         if self.cfg.profile_input == "zeros":
             prof = torch.zeros_like(prof)
-        set_lora(self.wrappers, self.hyper(prof), self.hyper.scale)
-        return example_losses(self.model, input_ids, mask, loss_mask)
+        net = self.hyper_ddp if self.hyper.training else self.hyper
+        with self.acc.autocast():
+            set_lora(self.wrappers, net(prof), self.hyper.scale)
+            return example_losses(self.model, input_ids, mask, loss_mask).float()
 
     def others(self, users: list[str]) -> dict[str, str]:
         """Another training user for each user, drawn afresh each step from a (seed, step) stream so a resumed
@@ -271,53 +361,61 @@ class Trainer:
             out[u] = v
         return out
 
-    def step_loss(self, batch: list[D.Example]) -> torch.Tensor:
+    def step_loss(self, batch: list[D.Example], items: list[tuple[list[int], int]] | None = None) -> torch.Tensor:
         """Answer NLL under the person's own adapter; with ``contrast`` > 0 plus a hinge that asks the own
         adapter to beat another person's on the same example by ``margin`` nats. The plain loss only teaches
         what helps everyone (the task, the domain): an adapter from someone else's profile scored about as well
         as the person's own. The hinge rewards exactly that difference and stops pushing once it is reached."""
-        own = self.losses(batch)                                                          # (B,)
+        own = self.losses(batch, items=items)                                                # (B,)
         if self.cfg.contrast <= 0:
             return own.mean()
         other = self.others([ex.user for ex in batch])
-        theirs = self.losses(batch, lambda u: other[u])                                   # (B,)
+        theirs = self.losses(batch, lambda u: other[u], items)                        # (B,)
         return own.mean() + self.cfg.contrast * F.relu(self.cfg.margin + own - theirs).mean()
 
     def train_step(self) -> float:
+        """One step on the global batch of ``batch_size`` examples; each process takes its contiguous share."""
         c = self.cfg
         self.hyper.train()
-        idx = [self.order[(self.step * c.batch_size + i) % len(self.order)] for i in range(c.batch_size)]
-        loss = self.step_loss([self.train[i] for i in idx])
+        n, r = self.acc.num_processes, self.acc.process_index
+        share = c.batch_size // n
+        if share * n != c.batch_size:
+            raise SystemExit(f"batch_size {c.batch_size} does not split over {n} processes")
+        idx = [self.order[(self.step * c.batch_size + r * share + i) % len(self.order)] for i in range(share)]
+        loss = self.step_loss([self.train[i] for i in idx], [self.train_items[i] for i in idx])
         for g in self.opt.param_groups:
-            g["lr"] = self.lr_at(self.step)
+            g["lr"] = self.lr_at(self.step) * g.get("lr_mult", 1.0)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.hyper.parameters(), 1.0)
+        self.acc.backward(loss)
+        self.acc.clip_grad_norm_(self.hyper_ddp.parameters(), 1.0)
         self.opt.step()
         self.step += 1
-        return loss.item()
+        return self.acc.reduce(loss.detach(), "mean").item()
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
+    def evaluate(self, split: str = "dev") -> dict:
         """Dev NLL with the own profile, a shuffled (another dev user's) profile and the base model, and the
         person metric that decides between designs (issue 11): per task, shuffled - own with a paired bootstrap
         CI over users, and the person share = (shuffled - own) / (base - own), the part of the adapter's gain
-        that needs the person's own profile."""
+        that needs the person's own profile. Every process computes it (the same numbers); only the main one
+        prints and saves."""
         self.hyper.eval()
+        sp = self.splits[split]
         bs = self.cfg.batch_size
+        chunks = range(0, len(sp.examples), bs)
         per_example = {}
-        for name, profile_of in [("dev", lambda u: u), ("dev_shuffled", lambda u: self.dev_shuffled[u])]:
-            vals = [self.losses(self.dev[i:i + bs], profile_of) for i in range(0, len(self.dev), bs)]
-            per_example[name] = torch.cat(vals).numpy()
-        if self._dev_base is None:    # the frozen base model's loss never changes: compute it once
+        for name, profile_of in [("dev", lambda u: u), ("dev_shuffled", lambda u: sp.shuffled[u])]:
+            vals = [self.losses(sp.examples[i:i + bs], profile_of, sp.items[i:i + bs]) for i in chunks]
+            per_example[name] = torch.cat(vals).cpu().numpy()
+        if sp.base is None:    # the frozen base model's loss never changes: compute it once
             set_lora(self.wrappers, None)
-            vals = [example_losses(self.model, *collate([encode(self.tok, self.template, ex, self.cfg.max_len)
-                                                           for ex in self.dev[i:i + bs]], self.tok.pad_token_id or 0))
-                    for i in range(0, len(self.dev), bs)]
-            self._dev_base = torch.cat(vals).numpy()
-        per_example["dev_base"] = self._dev_base
+            with self.acc.autocast():
+                vals = [example_losses(self.model, *(t.to(self.device) for t in collate(
+                    sp.items[i:i + bs], self.tok.pad_token_id or 0))).float() for i in chunks]
+            sp.base = torch.cat(vals).cpu().numpy()
+        per_example["dev_base"] = sp.base
         out = {name: float(v.mean()) for name, v in per_example.items()}
-        out["person"] = person_metric(self.dev, per_example)
+        out["person"] = person_metric(sp.examples, per_example)
         return out
 
     def run(self, max_seconds: float | None = None, until: int | None = None) -> list[dict]:
@@ -330,28 +428,41 @@ class Trainer:
         running = []
         if self.step == 0 and not self.log:
             self.log.append({"step": 0, **self.evaluate(), "elapsed": 0.0})
-            print(json.dumps(self.log[-1]), flush=True)
+            self.say(json.dumps(self.log[-1]))
         stop = min(c.steps, until) if until is not None else c.steps
         while self.step < stop:
             running.append(self.train_step())
             if self.step % 10 == 0:
-                print(json.dumps({"step": self.step, "train_10": float(np.mean(running[-10:])),
-                                  "elapsed": round(time.time() - t0, 1)}), flush=True)
+                self.say(json.dumps({"step": self.step, "train_10": float(np.mean(running[-10:])),
+                                     "elapsed": round(time.time() - t0, 1)}))
             if self.step % c.eval_every == 0 or self.step in (c.steps, stop):
                 rec = {"step": self.step, "train": float(np.mean(running)), **self.evaluate(),
                        "lr": self.lr_at(self.step), "elapsed": time.time() - t0}
                 running = []
                 self.log.append(rec)
-                print(json.dumps(rec), flush=True)
+                self.say(json.dumps(rec))
                 if rec["dev"] < self.best:
                     self.best = rec["dev"]
                     self.save("best.pt")
                 self.save("ckpt.pt")
-                plot_log(self.log, self.out / "loss.png")
+                if self.main:
+                    plot_log(self.log, self.out / "loss.png")
             if max_seconds is not None and time.time() - t0 > max_seconds:
                 self.save("ckpt.pt")
                 break
+        if "ood" in self.splits and self.step >= stop:
+            self.evaluate_best("ood")
         return self.log
+
+    def evaluate_best(self, split: str) -> dict:
+        """The best dev checkpoint on another split (out-of-domain authors), written to ``{split}.json``."""
+        st = torch.load(self.out / "best.pt", map_location="cpu", weights_only=False)
+        self.hyper.load_state_dict(st["hyper"])           # strict
+        rec = {"split": split, "step": st["step"], **self.evaluate(split)}
+        self.say(json.dumps(rec))
+        if self.main:
+            (self.out / f"{split}.json").write_text(json.dumps(rec, indent=1))
+        return rec
 
 
 def person_metric(examples: list[D.Example], nll: dict[str, np.ndarray]) -> dict:
@@ -393,11 +504,12 @@ def main(argv=None) -> None:
     ap.add_argument("--max-seconds", type=float, default=None, help="stop (with a checkpoint) after this long")
     ap.add_argument("--until", type=int, default=None, help="stop (with a checkpoint) at this step")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (overrides the config's)")
+    ap.add_argument("--data-dir", type=Path, default=D.DATA_DIR, help="folder of the data files (default ../shared/data)")
     a = ap.parse_args(argv)
     cfg = TrainConfig.load(a.config)
     if a.threads is not None:
         cfg = replace(cfg, threads=a.threads)    # a machine setting, not part of the model: not in the config
-    Trainer(cfg).run(a.max_seconds, a.until)
+    Trainer(cfg, a.data_dir).run(a.max_seconds, a.until)
 
 
 if __name__ == "__main__":

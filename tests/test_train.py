@@ -86,7 +86,7 @@ def test_embedding_cache_is_per_embedder_graph(tmp_path, monkeypatch, sample_dat
     D.embed_users(path, users, Counting(), progress=False)
     D.embed_users(path, users, Counting(), progress=False)
     assert Counting.calls == 1                                   # same graph: served from the cache
-    monkeypatch.setattr("app.models.cached_sha256", lambda p: "another-graph-hash")
+    monkeypatch.setattr("app.models.EMBEDDER_SHA256", "another-graph-hash")
     D.embed_users(path, users, Counting(), progress=False)
     assert Counting.calls == 2 and len(list(tmp_path.iterdir())) == 2
 
@@ -179,10 +179,57 @@ def test_residual_design_starts_at_the_shared_lora_and_keeps_it_for_the_average_
         assert torch.equal(a[..., :r, :], mt_out[m][0]) and torch.equal(b[..., :r], mt_out[m][1])
         assert a[..., r:, :].abs().max() == 0 and b[..., r:].abs().max() == 0
         assert own[m][1][..., r:].abs().max() > 0                             # a real person moves the residual
-    # mt-lora's weights stay frozen (buffers), only the residual network trains
-    assert not any("shared" in n for n, _ in tr.hyper.named_parameters())
+    # mt-lora's weights stay frozen (the check above after 4 steps), only the residual network trains
+    assert all(not p.requires_grad for p in tr.hyper.shared_parameters()) and tr.hyper.shared_parameters()
     # a checkpoint of the other design is refused on resume/init, never loaded partially
     with pytest.raises(SystemExit, match="another model config"):
         Trainer(dataclasses.replace(cfg, out_dir=tiny_cfg.out_dir + "-bad", init_from=str(mt_ckpt)))
     with pytest.raises(SystemExit, match="not an mt-lora run"):
         Trainer(dataclasses.replace(cfg, out_dir=tiny_cfg.out_dir + "-bad2", shared_from=str(tr.save("x.pt"))))
+
+
+def test_joint_shared_lora_with_leave_one_out_profiles(tiny_cfg, sample_data, monkeypatch, tmp_path):
+    """issue 11 on a GPU: a plain shared LoRA trained jointly with the residual (own lr), leave-one-out examples
+    whose profile leaves their own item out, and token ids + profile vectors cached so a machine without the
+    embedder trains from the files alone."""
+    import numpy as np
+    from app.profile import profile_vector
+    from hypernet_onnx import data as D
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(D, "CACHE_DIR", cache)
+    real_embed = D.embed_users
+    monkeypatch.setattr(D, "embed_users", lambda path, users, *a, **k: real_embed(path, users, *a, progress=False))
+    cfg = dataclasses.replace(tiny_cfg, out_dir=str(tmp_path / "joint"), shared_rank=2, shared_lr=0.05,
+                              standardize=True, loo=True)
+    tr = Trainer(cfg, sample_data.parent)
+    loo = [e for e in tr.train if e.profile]
+    users = {u["user"]: u for u in D.load_users(sample_data, tiny_cfg.train_users)}
+    assert len(loo) == 2 * sum(len(u["profile"]) for u in users.values())
+    # the profile of a leave-one-out example is the app's vector of the other items' chunks
+    ex = loo[2]
+    u = users[ex.user]
+    item = int(ex.profile.rsplit("loo", 1)[1])
+    emb = D.embed_users(sample_data, [u], progress=False)[u["user"]]
+    counts = [len(c) for c in D.item_chunks(u)]
+    start = sum(counts[:item])
+    rest = np.concatenate([emb[:start], emb[start + counts[item]:]]).astype(np.float32)
+    assert np.allclose(tr.profiles[ex.profile], profile_vector(rest, "mean"), atol=1e-6)
+    assert u["profile"][item]["title"] in (ex.target + ex.messages[0]["content"])
+    # two groups, the shared LoRA's at its own lr; both move
+    assert [g["lr_mult"] for g in tr.opt.param_groups] == [1.0, pytest.approx(0.05 / tiny_cfg.lr)]
+    before = [p.detach().clone() for p in tr.hyper.shared_parameters()]
+    tr.run(until=3)
+    assert any(not torch.equal(a, p) for a, p in zip(before, tr.hyper.shared_parameters()))
+    # the same config trains again from the cached files alone (no embedder, no re-tokenizing)
+    assert sorted(f.name.split("-")[0] for f in cache.glob("*.npz")) == ["profiles", "tokens"]
+    monkeypatch.setattr(D, "embed_users", lambda *a, **k: pytest.fail("profiles must come from the cache"))
+    monkeypatch.setattr("hypernet_onnx.train.encode", lambda *a, **k: pytest.fail("tokens must come from the cache"))
+    again = Trainer(dataclasses.replace(cfg, out_dir=str(tmp_path / "again")), sample_data.parent)
+    assert again.train_items == tr.train_items
+    # a zeroed profile makes the residual exactly zero: the control is a plain shared LoRA
+    mt = Trainer(dataclasses.replace(cfg, out_dir=str(tmp_path / "mt"), profile_input="zeros", standardize=False),
+                 sample_data.parent)
+    with torch.no_grad():
+        out = mt.hyper(torch.zeros(1, mt.hcfg.input_dim))
+    for m in cfg.modules:
+        assert out[m][0][..., 2:, :].abs().max() == 0 and out[m][1][..., 2:].abs().max() == 0
