@@ -64,6 +64,16 @@ def metadata(st: dict) -> dict[str, str]:
     }
 
 
+def slim(ckpt: Path, out: Path) -> Path:
+    """The checkpoint without its optimizer state, weights in fp16: half the size, for bringing a run back from
+    a machine that returns small files (export loads it like any checkpoint; the weights round to fp16)."""
+    st = torch.load(ckpt, map_location="cpu", weights_only=False)
+    st = {k: v for k, v in st.items() if k not in ("opt", "torch_rng")}
+    st["hyper"] = {k: v.half() if v.is_floating_point() else v for k, v in st["hyper"].items()}
+    torch.save(st, out)
+    return out
+
+
 def export(ckpt: Path, out: Path) -> Path:
     import onnx
     hyper, st = load_checkpoint(ckpt)
@@ -88,5 +98,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=Path("assets/hypernet/hypernet.onnx"))
+    ap.add_argument("--slim", action="store_true", help="write a slim fp16 checkpoint to --out instead of ONNX")
     a = ap.parse_args()
-    print(export(a.ckpt, a.out))
+    print(slim(a.ckpt, a.out) if a.slim else export(a.ckpt, a.out))

@@ -261,24 +261,39 @@ class Trainer:
 
     def _profiles(self, paths: dict[str, Path], users: dict[str, list[dict]]) -> dict[str, np.ndarray]:
         """Profile vector per key (user, and with ``loo`` user#item), from the app's embeddings of each user's
-        chunks; the table is cached by what it depends on, so a machine without the embedder (the GPU machine)
-        trains from the file alone."""
+        chunks. They are kept in one table per embedder graph and pooling, each entry tagged with a hash of the
+        user's profile items (a changed record is never served an old vector), so a machine without the embedder
+        (the GPU machine) trains from the file alone and runs on other user sets add to the same file."""
         from app.models import EMBEDDER_SHA256
         c = self.cfg
-        what = [EMBEDDER_SHA256, c.pooling, c.loo] + [(k, D.file_hash(p), len(users[k])) for k, p in sorted(paths.items())]
-        path = D.CACHE_DIR / f"profiles-{hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]}.npz"
-        if path.is_file():
-            d = np.load(path)
-            return {k: d[k] for k in d.files}
+        path = D.CACHE_DIR / f"profiles-{EMBEDDER_SHA256[:12]}-{c.pooling}.npz"
+        table = dict(np.load(path)) if path.is_file() else {}
         out: dict[str, np.ndarray] = {}
+        dirty = False
         for k, p in paths.items():
-            emb = D.embed_users(p, users[k])
-            out.update(D.profile_inputs(emb, c.pooling))
-            if c.loo and k in ("train", "extra"):
-                out.update(D.loo_inputs(users[k], emb, c.pooling))
-        if self.main:
+            loo = c.loo and k in ("train", "extra")
+            tags = {u["user"]: hashlib.sha256(json.dumps(u["profile"]).encode()).hexdigest()[:10] for u in users[k]}
+
+            def keys(u):     # the user's key and, with loo, one per item (loo_examples skips one-item users)
+                n = len(u["profile"]) if loo and len(u["profile"]) > 1 else 0
+                return [(key, f"{key}@{tags[u['user']]}") for key in [u["user"]] + [D.loo_key(u["user"], i)
+                                                                                   for i in range(n)]]
+            missing = [u for u in users[k] if any(t not in table for _, t in keys(u))]
+            if missing:
+                emb = D.embed_users(p, missing)
+                new = D.profile_inputs(emb, c.pooling)
+                if loo:
+                    new.update(D.loo_inputs(missing, emb, c.pooling))
+                for u in missing:
+                    for key, tagged in keys(u):
+                        if key in new:
+                            table[tagged] = new[key]
+                dirty = True
+            for u in users[k]:
+                out.update({key: table[tagged] for key, tagged in keys(u)})
+        if dirty and self.main:
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path.with_suffix(".tmp.npz"), **out)
+            np.savez(path.with_suffix(".tmp.npz"), **table)
             path.with_suffix(".tmp.npz").replace(path)
         return out
 
@@ -482,7 +497,10 @@ def person_metric(examples: list[D.Example], nll: dict[str, np.ndarray]) -> dict
 
 
 def plot_log(log: list[dict], path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:          # a training machine without it (the lent GPU) still trains; the log has it all
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -505,11 +523,15 @@ def main(argv=None) -> None:
     ap.add_argument("--until", type=int, default=None, help="stop (with a checkpoint) at this step")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (overrides the config's)")
     ap.add_argument("--data-dir", type=Path, default=D.DATA_DIR, help="folder of the data files (default ../shared/data)")
+    ap.add_argument("--prepare", action="store_true",
+                    help="only build the profile and token caches (runs/cache) that another machine trains from")
     a = ap.parse_args(argv)
     cfg = TrainConfig.load(a.config)
     if a.threads is not None:
         cfg = replace(cfg, threads=a.threads)    # a machine setting, not part of the model: not in the config
-    Trainer(cfg, a.data_dir).run(a.max_seconds, a.until)
+    tr = Trainer(cfg, a.data_dir)
+    if not a.prepare:
+        tr.run(a.max_seconds, a.until)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 11 on the lent GPU (../shared/gpu/README.md): five designs side by side on one GPU, same data and schedule.
+# The base GGUF does not fit in one call (64 MiB with the tree), so it travels in three parts:
+#   run: bash scripts/gpu_issue11.sh part1   carry runs/gpu1                 (first 46 MB)
+#   run: bash scripts/gpu_issue11.sh part2   carry runs/gpu2                 (next 46 MB)
+#   run: bash scripts/gpu_issue11.sh train   carry runs/gpu3                 (the rest, data, caches, wheels)
+# runs/gpu3 holds: part, data/ (the first 1000 training authors, dev, PEPs, extra-train), cache/ (profile vectors
+# and token ids from `python -m hypernet_onnx.train --prepare`: no embedder there), whl/ (gguf, platformdirs...).
+# Back in $OUT: each run's best checkpoint (slim, fp16) and logs.tgz (logs, ood.json).
+set -uo pipefail
+STAGE=${STAGE:-/root/stage}
+RUNS=${RUNS:-"mt-hyper mt-plain res res-extra res-contrast"}
+case "${1:-}" in
+  part1) mkdir -p "$STAGE" && cp runs/gpu1/part "$STAGE/part1" && ls -l "$STAGE" ;;
+  part2) mkdir -p "$STAGE" && cp runs/gpu2/part "$STAGE/part2" && ls -l "$STAGE" ;;
+  train)
+    G=models/SmolLM2-135M-Instruct.Q4_1.gguf
+    mkdir -p models runs/cache
+    [ -f "$G" ] || cat "$STAGE/part1" "$STAGE/part2" runs/gpu3/part > "$G"
+    echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $G" | sha256sum -c - || exit 2
+    pip install -q --no-index --no-deps --target /tmp/site runs/gpu3/whl/*.whl || exit 3
+    export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+    cp runs/gpu3/cache/*.npz runs/cache/
+    nvidia-smi -L 2>/dev/null; python -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
+    for n in $RUNS; do
+      timeout "${RUN_TIMEOUT:-530}" python -m hypernet_onnx.train --config "hypernet_onnx/configs/v2gpu-$n.toml" \
+        --data-dir runs/gpu3/data --threads 3 --max-seconds "${MAX_SECONDS:-400}" ${EXTRA:-} > "runs/v2gpu-$n.log" 2>&1 &
+    done
+    wait
+    for n in $RUNS; do
+      tail -n 2 "runs/v2gpu-$n.log"
+      [ -f "runs/v2gpu-$n/best.pt" ] && python -m hypernet_onnx.export --slim --ckpt "runs/v2gpu-$n/best.pt" --out "$OUT/$n-best.pt"
+    done
+    tar czf "$OUT/logs.tgz" runs/v2gpu-*.log $(ls runs/v2gpu-*/ood.json 2>/dev/null)
+    ls -l "$OUT" ;;
+  *) echo "usage: $0 part1|part2|train" >&2; exit 1 ;;
+esac
