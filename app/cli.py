@@ -165,7 +165,8 @@ def _answer_opts(f):
                           "gets the k nearest documents as worked examples)")(f)
     f = click.option("--k", type=int, default=None, help="passages to retrieve")(f)
     f = click.option("--max-tokens", type=int, default=256)(f)
-    f = click.option("--seed", type=int, default=None, help="sample with this seed (default: greedy)")(f)
+    f = click.option("--seed", type=int, default=None, help="seed for a reproducible answer (default: a fresh one)")(f)
+    f = click.option("--greedy", is_flag=True, default=None, help="always the likeliest token (no sampling)")(f)
     return f
 
 
@@ -173,10 +174,10 @@ def _answer_opts(f):
 @click.argument("prompt")
 @_answer_opts
 @click.pass_context
-def ask(ctx, prompt, no_adapter, scale, rag, k, max_tokens, seed):
+def ask(ctx, prompt, no_adapter, scale, rag, k, max_tokens, seed, greedy):
     """Answer one prompt."""
     ans = _core(ctx).ask(prompt, use_adapter=not no_adapter, scale=scale, rag=rag, k=k, max_tokens=max_tokens,
-                         seed=seed)
+                         seed=seed, greedy=greedy)
     data = {"text": ans.text, "adapter_version": ans.adapter_version, "sources": ans.sources}
 
     def human(d):
@@ -189,7 +190,7 @@ def ask(ctx, prompt, no_adapter, scale, rag, k, max_tokens, seed):
 @cli.command()
 @_answer_opts
 @click.pass_context
-def chat(ctx, no_adapter, scale, rag, k, max_tokens, seed):
+def chat(ctx, no_adapter, scale, rag, k, max_tokens, seed, greedy):
     """Chat interactively (streaming). Empty line or Ctrl-D ends."""
     t = _core(ctx)
     chat_id = t.new_chat("terminal chat")
@@ -203,7 +204,7 @@ def chat(ctx, no_adapter, scale, rag, k, max_tokens, seed):
             break
         msgs = history + [{"role": "user", "content": line}]
         pieces, sources, active = t.stream(msgs, use_adapter=not no_adapter, scale=scale, rag=rag, k=k,
-                                           max_tokens=max_tokens, seed=seed)
+                                           max_tokens=max_tokens, seed=seed, greedy=greedy)
         click.echo("tailor> ", nl=False)
         out = []
         try:
@@ -229,6 +230,57 @@ def bench(ctx, runs):
     from .bench import run_bench
     data = run_bench(_core(ctx), runs=runs)
     _emit(ctx, data, lambda d: click.echo(json.dumps(d, indent=2)))
+
+
+@cli.command()
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--scale", type=float, default=None, help="adapter strength folded into the file (default: the setting)")
+@click.pass_context
+def export(ctx, dest, scale):
+    """Write the current adapter for llama.cpp, llama-cpp-python and Ollama (GGUF LoRA + Modelfile)."""
+    data = _core(ctx).export(dest, scale)
+    _emit(ctx, data, lambda d: click.echo(
+        f"adapter v{d['version']} (strength {d['scale']}) -> {d['adapter']}\n"
+        f"  llama.cpp: {d['llama_cpp']}\n  Ollama:    cd {Path(d['modelfile']).parent} && ollama create tailor "
+        f"-f Modelfile\n  Python:    {d['python']}"))
+
+
+@cli.command()
+@click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="JSON Lines prompt set (default: the bundled assets/prompts/chat-quality.jsonl)")
+@click.option("--max-tokens", type=int, default=160)
+@click.option("--scale", type=float, default=None, help="adapter strength of the personalized side")
+@click.option("--greedy", is_flag=True, default=None, help="measure greedy decoding instead of the chat default")
+@click.option("--temperature", type=float, default=None)
+@click.option("--repeat-penalty", type=float, default=None)
+@click.option("--presence-penalty", type=float, default=None)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write every answer with its loop check here (JSON Lines)")
+@click.pass_context
+def quality(ctx, prompts, max_tokens, scale, greedy, temperature, repeat_penalty, presence_penalty, out):
+    """How often answers loop, base vs personalized, at the chat defaults (or the settings given)."""
+    from dataclasses import replace
+    from .quality import load_prompts, measure
+    t = _core(ctx)
+    sampling = t.sampling(greedy=greedy)
+    changes = {k: v for k, v in (("temperature", temperature), ("repeat_penalty", repeat_penalty),
+                                 ("presence_penalty", presence_penalty)) if v is not None}
+    sampling = replace(sampling, **changes)
+    bar, cb = _progress_bar("answers")
+    res = measure(t, load_prompts(prompts), sampling=sampling, max_tokens=max_tokens, scale=scale,
+                  progress=lambda i, n: cb(i, n, ""))
+    bar.close()
+    if out:
+        out.write_text("".join(json.dumps(r) + "\n" for r in res["rows"]), encoding="utf-8")
+
+    def human(d):
+        s = d["sampling"]
+        click.echo(f"temperature {s['temperature']}, repeat penalty {s['repeat_penalty']}, presence penalty "
+                   f"{s['presence_penalty']}, max {d['max_tokens']} tokens, adapter v{d['adapter_version']}")
+        for side, v in d["summary"].items():
+            click.echo(f"{side:>13}: {v['loops']}/{v['answers']} answers loop ({100 * v['loop_share']:.1f}%), "
+                       f"{v['mean_words']} words on average")
+    _emit(ctx, {k: v for k, v in res.items() if k != "rows"}, human)
 
 
 @cli.command()

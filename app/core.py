@@ -13,16 +13,17 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import ingest, offline
 from .chunking import chunk_document
+from .engine import GREEDY, Sampling
 from .log import close_logging, log, setup_logging
-from .lora_gguf import AdapterError, now_iso, write_adapter
-from .models import sha256_file, verify_base_model
+from .lora_gguf import AdapterError, LoraAdapter, now_iso, read_adapter, write_adapter
+from .models import DEFAULT_BASE, sha256_file, verify_base_model
 from .paths import data_dir, ensure_private_dir
 from .profile import profile_vector
 from .sandbox import EXTRACT_TIMEOUT_S, Extractor
@@ -30,6 +31,9 @@ from .prompts import parse_task, trim_history, with_context, with_examples
 from .store import Store
 
 KEEP_ADAPTERS = 5
+# Chat and ask decode with these unless greedy is asked for. Greedy decoding made the personalized answers loop
+# (issue 13); chosen by `tailor quality` on assets/prompts/chat-quality.jsonl (README "Readable answers").
+CHAT_SAMPLING = Sampling(temperature=0.7, repeat_penalty=1.1)
 MAX_PROFILE_CHUNKS = 200_000     # documented profile limit (README); beyond it imports are refused per file
 
 
@@ -47,6 +51,8 @@ class Settings:
     rag: bool = False
     use_adapter: bool = True
     scale: float = 1.0
+    greedy: bool = False               # chat and ask sample (CHAT_SAMPLING) unless this is set
+    seed: int | None = None            # a fixed seed makes sampled answers reproducible; None: a fresh one each
     watched: list[str] = field(default_factory=list)
     extract_timeout_s: float = EXTRACT_TIMEOUT_S   # per-file limit for reading one document (sandbox.py)
 
@@ -403,6 +409,41 @@ class Tailor:
         return [{"chunk_id": c, "path": texts[c][1], "text": texts[c][0], "score": round(fused[c], 5)}
                 for c in best if c in texts]
 
+    # --- export -------------------------------------------------------------------
+    def export(self, dest: Path, scale: float | None = None) -> dict:
+        """The current adapter for use outside Tailor: a GGUF LoRA that llama.cpp (``--lora``), llama-cpp-python
+        (``Llama(lora_path=...)``) and Ollama (``ADAPTER``) load, with the chosen strength folded into its alpha
+        (Ollama has no strength setting), and an Ollama Modelfile naming the base model it was made for."""
+        latest = self.latest_adapter()
+        if latest is None:
+            raise TailorError("no adapter yet: import documents first (tailor import), then tailor adapt")
+        scale = self.settings.scale if scale is None else scale
+        if not 0 < scale <= 4:
+            raise TailorError(f"strength {scale} is outside (0, 4]")
+        dest = Path(dest).expanduser().absolute()
+        dest.mkdir(parents=True, exist_ok=True)
+        ad = read_adapter(Path(latest["path"]), self.spec)
+        adapter = dest / f"tailor-adapter-v{latest['version']}.gguf"
+        write_adapter(LoraAdapter(ad.weights, ad.alpha * scale, {**ad.metadata, "exported_scale": str(scale)}),
+                      adapter, self.spec)
+        base = self.model_path
+        lines = ["# Tailor's personalized model for Ollama:  ollama create tailor -f Modelfile && ollama run tailor",
+                 f"FROM {base}", f"ADAPTER ./{adapter.name}"]
+        template = self.engine.template if self._engine is not None else ""
+        if "<|im_start|>" in (template or "") or base.name == DEFAULT_BASE.filename:     # ChatML, as the bundled model
+            lines += ['TEMPLATE """{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
+                      '{{ if .Prompt }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n{{ end }}<|im_start|>assistant\n'
+                      '{{ .Response }}<|im_end|>\n"""', 'PARAMETER stop "<|im_end|>"']
+        s = CHAT_SAMPLING
+        lines += [f"PARAMETER temperature {s.temperature}", f"PARAMETER repeat_penalty {s.repeat_penalty}",
+                  f"PARAMETER min_p {s.min_p}"]
+        modelfile = dest / "Modelfile"
+        modelfile.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return {"adapter": str(adapter), "version": latest["version"], "scale": scale, "base_model": str(base),
+                "modelfile": str(modelfile),
+                "llama_cpp": f"llama-cli -m {base} --lora {adapter}",
+                "python": f"Llama(model_path={str(base)!r}, lora_path={str(adapter)!r})"}
+
     # --- answers -----------------------------------------------------------------
     def _prepare(self, messages: list[dict], use_adapter: bool | None, scale: float | None, rag: bool | None,
                  k: int | None, max_tokens: int = 256) -> tuple[str, list[dict], int | None]:
@@ -447,16 +488,24 @@ class Tailor:
             first_hit.setdefault(h["path"], h)
         return items[::-1], [first_hit[d["path"]] for d in items]
 
+    def sampling(self, seed: int | None = None, greedy: bool | None = None) -> Sampling:
+        """The one decoding rule of chat and ask: CHAT_SAMPLING (chosen by measurement), greedy on request."""
+        if self.settings.greedy if greedy is None else greedy:
+            return GREEDY
+        return replace(CHAT_SAMPLING, seed=self.settings.seed if seed is None else seed)
+
     def stream(self, messages: list[dict], *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256,
-               seed=None) -> tuple[Iterator[str], list[dict], int | None]:
+               seed=None, greedy=None, sampling: Sampling | None = None
+               ) -> tuple[Iterator[str], list[dict], int | None]:
         prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k, max_tokens)
-        return self.engine.stream(prompt, max_tokens=max_tokens, seed=seed), sources, active
+        sampling = sampling or self.sampling(seed, greedy)
+        return self.engine.stream(prompt, max_tokens=max_tokens, sampling=sampling), sources, active
 
     def ask(self, prompt: str, *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256, seed=None,
-            history: list[dict] | None = None) -> Answer:
+            greedy=None, sampling: Sampling | None = None, history: list[dict] | None = None) -> Answer:
         messages = (history or []) + [{"role": "user", "content": prompt}]
         full_prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k, max_tokens)
-        g = self.engine.complete(full_prompt, max_tokens=max_tokens, seed=seed)
+        g = self.engine.complete(full_prompt, max_tokens=max_tokens, sampling=sampling or self.sampling(seed, greedy))
         return Answer(g.text, active, sources, round(g.first_token_ms, 1), round(g.tokens_per_s, 1))
 
     # --- chats -------------------------------------------------------------------

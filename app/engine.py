@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,24 @@ from .prompts import render_chat
 
 class PromptTooLongError(ValueError):
     """The prompt (with history and retrieved passages) does not fit the context; a message for the person."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How each next token is chosen (llama.cpp's samplers). ``temperature`` 0 is greedy: the engine's default,
+    kept by the evaluation and the benchmarks; the app's chat defaults are chosen by measurement
+    (app.core.CHAT_SAMPLING, README "Readable answers"). ``seed`` None with temperature > 0 draws a fresh seed."""
+    temperature: float = 0.0
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0       # over the last 64 tokens (llama-cpp-python's last_n_tokens_size)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+
+
+GREEDY = Sampling()
 
 
 @dataclass
@@ -116,8 +135,12 @@ class Engine:
         return self.llm.tokenize(text.encode(), add_bos=False, special=True)
 
     def stream(self, prompt: str, *, max_tokens: int = 256, seed: int | None = None,
-               temperature: float | None = None) -> Iterator[str]:
-        """Yield text pieces. Greedy unless a seed or temperature is given, so answers are reproducible."""
+               temperature: float | None = None, sampling: Sampling | None = None) -> Iterator[str]:
+        """Yield text pieces. ``sampling`` decides; without it, greedy unless a seed or temperature is given."""
+        if sampling is None:
+            t = temperature if temperature is not None else (0.7 if seed is not None else 0.0)
+            sampling = Sampling(temperature=t, seed=seed)
+        s = sampling
         with self._lock:
             self.stop_event.clear()
             self._clear_cache()
@@ -126,12 +149,13 @@ class Engine:
             if budget <= 0:
                 raise PromptTooLongError(f"the prompt is {len(tokens)} tokens; the model's context holds "
                                          f"{self.llm.n_ctx()}: shorten it (or ask with fewer passages, --k)")
-            temp = temperature if temperature is not None else (0.7 if seed is not None else 0.0)
-            if seed is not None:
-                self.llm.set_seed(seed)
+            if s.temperature > 0:
+                self.llm.set_seed(s.seed if s.seed is not None else secrets.randbits(31))
             pending = b""
-            for i, tok in enumerate(self.llm.generate(tokens, temp=temp, top_k=40, top_p=0.95, min_p=0.05,
-                                                      repeat_penalty=1.0, reset=True)):
+            for i, tok in enumerate(self.llm.generate(
+                    tokens, temp=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
+                    repeat_penalty=s.repeat_penalty, presence_penalty=s.presence_penalty,
+                    frequency_penalty=s.frequency_penalty, reset=True)):
                 if tok == self.eos or self.stop_event.is_set() or i >= min(max_tokens, budget):
                     break
                 pending += self.llm.detokenize([tok], special=False)

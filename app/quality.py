@@ -16,9 +16,11 @@ and list numbering ("1. ... 2. ...") do not hide a repeated sentence.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 NGRAM = 6
 MAX_REPEATS = 2           # a 6-gram may occur twice; the third time is a loop
@@ -52,3 +54,56 @@ def check(text: str) -> LoopCheck:
 
 def looped(text: str) -> bool:
     return check(text).looped
+
+
+# --- measuring a prompt set through the app's own answer path ---------------------------------------------
+PROMPTS = "prompts/chat-quality.jsonl"      # under assets/: everyday chat, writing, the profile's topics, both tasks
+
+
+def load_prompts(path: Path | None = None) -> list[dict]:
+    """[{id, kind, content}]: task items rendered with the trained task prompts (app.prompts.task_messages)."""
+    from .paths import assets_dir
+    from .prompts import task_messages
+    path = path or assets_dir() / PROMPTS
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            p = json.loads(line)
+            content = p["prompt"] if "prompt" in p else \
+                task_messages(p["task"], p.get("title", ""), p.get("text", ""))[0]["content"]
+            out.append({"id": str(p.get("id", n)), "kind": p.get("kind", p.get("task", "prompt")), "content": content})
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{n}: not a prompt line ({e}); expected {{\"prompt\": ...}} or "
+                             f"{{\"task\": \"headline\"|\"writing\", \"title\"/\"text\": ...}}") from e
+    return out
+
+
+def measure(tailor, prompts: list[dict], *, sampling=None, max_tokens: int = 160, scale: float | None = None,
+            progress=None) -> dict:
+    """Each prompt answered by the base model and the personalized one (the latest adapter at ``scale``), through
+    ``Tailor.ask`` (the code a person runs), each prompt with its own fixed seed so the table reproduces.
+    Returns {"rows": [...], "summary": {side: {answers, loops, loop_share, mean_words}}}."""
+    base = tailor.sampling()
+    sampling = sampling or base
+    rows = []
+    total = 2 * len(prompts)
+    for side, use in (("base", False), ("personalized", True)):
+        for i, p in enumerate(prompts):
+            s = replace(sampling, seed=i) if sampling.temperature > 0 else sampling
+            ans = tailor.ask(p["content"], use_adapter=use, scale=scale, max_tokens=max_tokens, sampling=s, rag=False)
+            c = check(ans.text)
+            rows.append({"side": side, "id": p["id"], "kind": p["kind"], "looped": c.looped, "words": c.words,
+                         "top_ngram": c.top_ngram, "top_count": c.top_count, "distinct2": c.distinct2,
+                         "adapter_version": ans.adapter_version, "text": ans.text})
+            if progress:
+                progress(len(rows), total)
+    summary = {}
+    for side in ("base", "personalized"):
+        rs = [r for r in rows if r["side"] == side]
+        loops = sum(r["looped"] for r in rs)
+        summary[side] = {"answers": len(rs), "loops": loops, "loop_share": round(loops / max(1, len(rs)), 4),
+                         "mean_words": round(sum(r["words"] for r in rs) / max(1, len(rs)), 1)}
+    return {"rows": rows, "summary": summary, "sampling": asdict(sampling), "max_tokens": max_tokens,
+            "adapter_version": next((r["adapter_version"] for r in rows if r["side"] == "personalized"), None)}

@@ -155,3 +155,37 @@ def test_a_crash_is_one_line_for_the_person_and_a_traceback_in_the_log(home, mon
     assert "Traceback" in log and "RuntimeError: boom in docs" in log
     sample = (SAMPLES / "packaging").glob("*.md").__next__().read_text().split("\n\n")[1][:60]
     assert sample and sample not in log                           # never the person's text
+
+
+def test_export_runs_in_plain_llama_cpp_python_with_the_engines_logits(home, tmp_path):
+    """issue 13: the exported GGUF LoRA, loaded by llama-cpp-python's own Llama(lora_path=...), gives the logits
+    Tailor's engine gives with the adapter at the exported strength; the Modelfile names base and adapter."""
+    import numpy as np
+    import llama_cpp
+    from pathlib import Path
+    from app.core import Tailor
+    assert run("import", str(SAMPLES / "packaging")).exit_code == 0
+    out = json.loads(run("export", str(tmp_path / "exp"), "--scale", "0.5").stdout)
+    adapter, modelfile = Path(out["adapter"]), Path(out["modelfile"])
+    assert adapter.is_file() and out["scale"] == 0.5 and out["version"] == 1
+    lines = modelfile.read_text().splitlines()
+    assert f"FROM {out['base_model']}" in lines and f"ADAPTER ./{adapter.name}" in lines
+    assert 'PARAMETER stop "<|im_end|>"' in lines
+
+    from app.engine import Engine
+    t = Tailor()
+    eng = Engine(t.model_path, n_ctx=512, logits_all=True)
+    tokens = eng.tokenize(eng.chat_prompt([{"role": "user", "content": "Write about packaging."}]))
+    eng.set_adapter(Path(t.latest_adapter()["path"]), 0.5)
+    ours = eng.logits(tokens)
+    eng.set_scale(0.0)
+    base = eng.logits(tokens)
+    plain = llama_cpp.Llama(model_path=out["base_model"], lora_path=str(adapter), n_ctx=512, logits_all=True,
+                            verbose=False, n_threads=2)
+    plain.eval(tokens)
+    theirs = np.array(plain.scores[:len(tokens)], dtype=np.float32)
+    assert np.abs(theirs - ours).max() < 1e-3 * np.abs(ours).max()
+    assert np.abs(base - ours).max() > 0.01              # the adapter does change the logits
+    t.close()
+    r = CliRunner().invoke(cli, ["export", str(tmp_path / "none")], obj={}, env={"TAILOR_HOME": str(tmp_path / "e")})
+    assert r.exit_code == 1 and "no adapter yet" in r.stderr

@@ -44,3 +44,64 @@ def test_report_says_why():
     assert check("1. Improve the speed. 2. Improve the speed.").words == 6          # numbering is not a word
     assert check("very " * 30).distinct2 == pytest.approx(1 / 29, abs=1e-4)
     assert check("Yes.").distinct2 == 1.0 and check("Yes.").top_count == 0
+
+
+def test_bundled_prompt_set_covers_every_kind():
+    from app.prompts import parse_task
+    from app.quality import load_prompts
+    ps = load_prompts()
+    kinds = {p["kind"] for p in ps}
+    assert len(ps) >= 40 and {"everyday", "writing", "topics", "headline", "writing_task"} <= kinds
+    assert len({p["id"] for p in ps}) == len(ps)
+    # the two trained tasks are posed with the trained prompts, word for word
+    assert all(parse_task(p["content"]) for p in ps if p["kind"] in ("headline", "writing_task"))
+
+
+def test_a_bad_prompt_line_names_file_and_line(tmp_path):
+    from app.quality import load_prompts
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "hi"}\n{"task": "poem", "title": "x"}\n')
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: not a prompt line"):
+        load_prompts(f)
+
+
+def test_quality_command_measures_both_sides_through_the_app(home, tmp_path):
+    """`tailor quality` answers each prompt with and without the adapter (the same seeds) and counts loops."""
+    import json
+    from click.testing import CliRunner
+    from app.cli import cli
+    from tests.conftest import SAMPLES
+
+    def run(*args):
+        r = CliRunner().invoke(cli, ["--json", *args], obj={}, catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r.stdout
+    run("import", str(SAMPLES / "packaging"))
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "a", "kind": "everyday", "prompt": "Say hello twice."}\n'
+                       '{"id": "b", "task": "headline", "text": "We make package installs reproducible."}\n')
+    out = tmp_path / "rows.jsonl"
+    res = json.loads(run("quality", "--prompts", str(prompts), "--max-tokens", "12", "--out", str(out)))
+    assert res["summary"]["base"]["answers"] == 2 and res["summary"]["personalized"]["answers"] == 2
+    assert res["adapter_version"] == 1 and res["sampling"]["temperature"] > 0     # the chat default samples
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["side"], r["id"]) for r in rows] == [("base", "a"), ("base", "b"), ("personalized", "a"),
+                                                    ("personalized", "b")]
+    assert all(r["text"] and r["looped"] == looped(r["text"]) for r in rows)
+    assert [r["adapter_version"] for r in rows] == [None, None, 1, 1]
+    again = json.loads(run("quality", "--prompts", str(prompts), "--max-tokens", "12"))
+    assert again["summary"] == res["summary"]                                      # fixed seeds: reproducible
+    greedy = json.loads(run("quality", "--prompts", str(prompts), "--max-tokens", "12", "--greedy",
+                            "--repeat-penalty", "1.3"))
+    assert greedy["sampling"]["temperature"] == 0 and greedy["sampling"]["repeat_penalty"] == 1.3
+
+
+def test_chat_defaults_sample_greedy_on_request(tailor):
+    from app.core import CHAT_SAMPLING
+    from app.engine import GREEDY
+    assert tailor.sampling() == CHAT_SAMPLING and CHAT_SAMPLING.temperature > 0
+    assert tailor.sampling(seed=5).seed == 5 and tailor.sampling(greedy=True) == GREEDY
+    tailor.settings.greedy = True
+    assert tailor.sampling() == GREEDY
+    tailor.settings.greedy, tailor.settings.seed = False, 9
+    assert tailor.sampling().seed == 9

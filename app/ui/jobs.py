@@ -7,6 +7,7 @@ thread may read without touching the core.
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 from dataclasses import asdict
@@ -156,13 +157,15 @@ def drop_last_answer(chat_id: int):
 
 
 def compare(runner, prompt: str, opts: dict, scale: float, stop: threading.Event):
-    """Answer one prompt with the base model, then with the adapter, one after the other on the one context."""
+    """Answer one prompt with the base model, then with the adapter, one after the other on the one context;
+    both sides sample with one seed, so what differs between them is the adapter, not the dice."""
     def job(t, report):
         msgs = [{"role": "user", "content": prompt}]
-        base = _run_stream(t, runner, msgs, opts | {"use_adapter": False}, stop, report, side="base")
+        o = opts if opts.get("seed") is not None else opts | {"seed": secrets.randbits(31)}
+        base = _run_stream(t, runner, msgs, o | {"use_adapter": False}, stop, report, side="base")
         if stop.is_set():
             return {"base": base, "personal": None}
-        personal = _run_stream(t, runner, msgs, opts | {"use_adapter": True, "scale": scale}, stop, report,
+        personal = _run_stream(t, runner, msgs, o | {"use_adapter": True, "scale": scale}, stop, report,
                                side="personal")
         return {"base": base, "personal": personal}
     return job
