@@ -26,8 +26,9 @@ def _emit(ctx, data, human) -> None:
 
 def _core(ctx):
     from .core import Tailor
+    from .paths import profile_home
     if ctx.obj.get("core") is None:
-        t = Tailor()
+        t = Tailor(profile_home(ctx.obj.get("profile")))
         if ctx.obj.get("model"):
             t.settings.model_path = str(Path(ctx.obj["model"]).expanduser().absolute())
         if ctx.obj.get("hypernet"):
@@ -47,11 +48,12 @@ class _Group(click.Group):
         from .ingest import IngestError
         from .lora_gguf import AdapterError
         from .models import ModelError
+        from .paths import ProfileError
         from .log import log
         try:
             return super().invoke(ctx)
         except (TailorError, HypernetError, AdapterError, ModelError, IngestError, PromptTooLongError,
-                OSError) as exc:
+                ProfileError, OSError) as exc:
             log.warning("%s failed: %s", ctx.invoked_subcommand, exc)
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
@@ -69,11 +71,13 @@ class _Group(click.Group):
 @click.option("--model", type=click.Path(dir_okay=False), help="base GGUF (default: bundled SmolLM2-135M-Instruct)")
 @click.option("--hypernet", type=click.Path(dir_okay=False), help="hypernetwork ONNX (default: bundled)")
 @click.option("--threads", type=int, default=0, help="CPU threads (default: all)")
+@click.option("--profile", envvar="TAILOR_PROFILE", default=None,
+              help="which profile (its own documents, adapters, chats; default: the default profile)")
 @click.pass_context
-def cli(ctx, as_json, model, hypernet, threads):
+def cli(ctx, as_json, model, hypernet, threads, profile):
     """Tailor: a local language model that writes like you, adapted from your own documents."""
     ctx.ensure_object(dict)
-    ctx.obj.update(json=as_json, model=model, hypernet=hypernet, threads=threads)
+    ctx.obj.update(json=as_json, model=model, hypernet=hypernet, threads=threads, profile=profile)
 
 
 def _progress_bar(label):
@@ -287,13 +291,50 @@ def quality(ctx, prompts, max_tokens, scale, greedy, temperature, repeat_penalty
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 @click.pass_context
 def wipe(ctx, yes):
-    """Delete everything Tailor stored (documents, adapters, chats, settings)."""
+    """Delete everything Tailor stored for this profile (documents, adapters, chats, settings); other profiles stay."""
     t = _core(ctx)
-    if not yes and not click.confirm(f"Delete everything in {t.home}?", default=False):
+    if not yes and not click.confirm(f"Delete everything in {t.home} (this profile's documents, adapters, "
+                                     "chats, settings)?", default=False):
         click.echo("nothing deleted")
         return
     t.wipe()
     _emit(ctx, {"wiped": str(t.home)}, lambda d: click.echo(f"deleted {d['wiped']}"))
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def profiles(ctx):
+    """List profiles (each has its own documents, adapters and chats); create or delete one."""
+    if ctx.invoked_subcommand is None:
+        from .paths import profile_names
+        names = profile_names()
+        _emit(ctx, {"profiles": names, "current": ctx.obj.get("profile") or names[0]},
+              lambda d: [click.echo(("* " if n == d["current"] else "  ") + n) for n in d["profiles"]])
+
+
+@profiles.command("create")
+@click.argument("name")
+@click.pass_context
+def profiles_create(ctx, name):
+    from .paths import check_profile_name, profile_home
+    path = profile_home(check_profile_name(name), create=True)
+    _emit(ctx, {"created": name, "data_dir": str(path)},
+          lambda d: click.echo(f"profile {d['created']} at {d['data_dir']}; use it with --profile {d['created']}"))
+
+
+@profiles.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.pass_context
+def profiles_delete(ctx, name, yes):
+    """Delete one profile with its documents, adapters and chats (the others stay)."""
+    from .paths import delete_profile, profile_home
+    path = profile_home(name)
+    if not yes and not click.confirm(f"Delete profile {name} and everything in {path}?", default=False):
+        click.echo("nothing deleted")
+        return
+    _emit(ctx, {"deleted": name, "data_dir": str(delete_profile(name))},
+          lambda d: click.echo(f"deleted profile {d['deleted']}"))
 
 
 def _json_after_subcommand(ctx, _param, value) -> None:
@@ -302,7 +343,14 @@ def _json_after_subcommand(ctx, _param, value) -> None:
 
 
 # `tailor info --json` as well as `tailor --json info`: the flag is accepted on every subcommand
-for _cmd in cli.commands.values():
+def _all_commands(group):
+    for c in group.commands.values():
+        yield c
+        if isinstance(c, click.Group):
+            yield from _all_commands(c)
+
+
+for _cmd in _all_commands(cli):
     _cmd.params.append(click.Option(["--json"], is_flag=True, expose_value=False, callback=_json_after_subcommand,
                                     help="machine-readable output"))
 

@@ -24,7 +24,7 @@ from .engine import GREEDY, Sampling
 from .log import close_logging, log, setup_logging
 from .lora_gguf import AdapterError, LoraAdapter, now_iso, read_adapter, write_adapter
 from .models import DEFAULT_BASE, sha256_file, verify_base_model
-from .paths import data_dir, ensure_private_dir
+from .paths import PROFILES_DIR, data_dir, ensure_private_dir
 from .profile import profile_vector
 from .sandbox import EXTRACT_TIMEOUT_S, Extractor
 from .prompts import parse_task, trim_history, with_context, with_examples
@@ -555,16 +555,35 @@ class Tailor:
         return out
 
     def wipe(self) -> None:
-        """Delete everything Tailor stored: database, adapters, settings."""
+        """Delete everything Tailor stored for this profile: database, adapters, chats, settings, log. The
+        default profile lives in the data dir itself; the other profiles under it (``profiles/``) stay."""
         if self._engine is not None:
             self._engine.set_adapter(None)
         if self._extractor is not None:
             self._extractor.close()
         self.store.close()
         close_logging()
-        shutil.rmtree(self.home, ignore_errors=True)
-        if self.home.exists():
+        for entry in self.home.iterdir() if self.home.is_dir() else []:
+            if entry.name == PROFILES_DIR and entry.is_dir():
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        left = [e.name for e in self.home.iterdir()] if self.home.is_dir() else []
+        if left and left != [PROFILES_DIR]:
             raise TailorError(f"could not delete everything in {self.home}; delete what is left by hand")
+        if not left and self.home.parent.name != PROFILES_DIR:     # a named profile stays, empty
+            self.home.rmdir()
+
+    def with_profile(self, home: Path) -> "Tailor":
+        """A core on another profile's data dir that shares this one's loaded models (base model, embedder,
+        hypernetwork): switching profiles reloads nothing; the next answer swaps in that profile's adapter."""
+        other = Tailor(home, None)
+        with self._lock:
+            other._embedder, other._hypernet, other._engine, other._spec = \
+                self._embedder, self._hypernet, self._engine, self._spec
+        return other
 
 
 def _without_heading(text: str, title: str) -> str:

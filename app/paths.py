@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +21,9 @@ import platformdirs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR_FILE = "location.json"
+PROFILES_DIR = "profiles"          # <data dir>/profiles/<name>: one more person's documents, adapters, chats
+DEFAULT_PROFILE = "default"        # lives in the data dir itself (so data from before profiles stays where it was)
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -81,3 +86,46 @@ def file_version(path: Path) -> tuple[str, int, int]:
     header) are cached, so a replaced or edited file is read again. Raises OSError if it cannot be stat'ed."""
     st = Path(path).stat()
     return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
+
+
+# --- profiles ---------------------------------------------------------------------------------------------
+class ProfileError(ValueError):
+    """A profile name that cannot be used, or one that does not exist; a message for the person."""
+
+
+def check_profile_name(name: str) -> str:
+    if not _PROFILE_NAME.match(name or ""):
+        raise ProfileError(f"profile name {name!r}: use 1-40 letters, digits, '-' or '_', starting with a letter "
+                           "or digit")
+    return name
+
+
+def profile_names() -> list[str]:
+    root = data_dir() / PROFILES_DIR
+    named = sorted(p.name for p in root.iterdir() if p.is_dir() and _PROFILE_NAME.match(p.name)) \
+        if root.is_dir() else []
+    return [DEFAULT_PROFILE] + [n for n in named if n != DEFAULT_PROFILE]
+
+
+def profile_home(name: str | None = None, create: bool = False) -> Path:
+    """The data dir of one profile: the data dir itself for the default one. A named profile must exist unless
+    ``create``: a mistyped name is an error, not a new empty profile that quietly answers without the person."""
+    if not name or name == DEFAULT_PROFILE:
+        return data_dir()
+    path = data_dir() / PROFILES_DIR / check_profile_name(name)
+    if not path.is_dir():
+        if not create:
+            raise ProfileError(f"no profile {name!r} (profiles: {', '.join(profile_names())}); "
+                               f"create it with: tailor profiles create {name}")
+        ensure_private_dir(path)
+    return path
+
+
+def delete_profile(name: str) -> Path:
+    if not name or name == DEFAULT_PROFILE:
+        raise ProfileError("the default profile is not deleted this way; `tailor wipe` empties it")
+    path = profile_home(name)
+    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        raise ProfileError(f"could not delete everything in {path}; delete what is left by hand")
+    return path

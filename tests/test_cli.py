@@ -189,3 +189,58 @@ def test_export_runs_in_plain_llama_cpp_python_with_the_engines_logits(home, tmp
     t.close()
     r = CliRunner().invoke(cli, ["export", str(tmp_path / "none")], obj={}, env={"TAILOR_HOME": str(tmp_path / "e")})
     assert r.exit_code == 1 and "no adapter yet" in r.stderr
+
+
+def test_profiles_keep_documents_adapters_and_wipes_apart(home):
+    """issue 13: separate profiles in one data dir; --profile picks one; forget/wipe act on one profile only."""
+    assert run("profiles", "create", "work").exit_code == 0
+    assert run("--profile", "work", "import", str(SAMPLES / "packaging")).exit_code == 0
+    assert run("import", str(SAMPLES / "interpreter-performance")).exit_code == 0
+    assert json.loads(run("profiles").stdout)["profiles"] == ["default", "work"]
+    work = json.loads(run("--profile", "work", "docs").stdout)
+    default = json.loads(run("docs").stdout)
+    assert work and default and not {d["path"] for d in work} & {d["path"] for d in default}
+    w_info = json.loads(run("--profile", "work", "info").stdout)
+    assert w_info["data_dir"] == str(home / "profiles" / "work") and w_info["adapters"][0]["version"] == 1
+
+    # a mistyped or malformed profile is an error, not a new empty profile
+    r = CliRunner().invoke(cli, ["--profile", "wrok", "docs"], obj={})
+    assert r.exit_code == 1 and "no profile 'wrok'" in r.stderr and "tailor profiles create wrok" in r.stderr
+    r = CliRunner().invoke(cli, ["profiles", "create", "../evil"], obj={})
+    assert r.exit_code == 1 and "profile name" in r.stderr and not (home.parent / "evil").exists()
+
+    # forget in one profile leaves the other alone
+    victim = work[0]
+    assert run("--profile", "work", "forget", str(victim["id"])).exit_code == 0
+    assert len(json.loads(run("--profile", "work", "docs").stdout)) == len(work) - 1
+    assert json.loads(run("docs").stdout) == default
+
+    # wiping the default profile keeps the named one, and the reverse
+    assert run("wipe", "--yes").exit_code == 0
+    assert json.loads(run("docs").stdout) == [] and len(json.loads(run("--profile", "work", "docs").stdout)) == len(work) - 1
+    assert run("--profile", "work", "wipe", "--yes").exit_code == 0
+    assert json.loads(run("--profile", "work", "docs").stdout) == []
+    assert run("profiles", "delete", "work", "--yes").exit_code == 0
+    assert json.loads(run("profiles").stdout)["profiles"] == ["default"]
+    r = CliRunner().invoke(cli, ["profiles", "delete", "default", "--yes"], obj={})
+    assert r.exit_code == 1 and "tailor wipe" in r.stderr
+
+
+def test_switching_profile_reuses_the_loaded_model(home):
+    from app.core import Tailor
+    from app.engine import Engine
+    from app.paths import profile_home
+    t = Tailor()
+    t.import_paths([SAMPLES / "packaging"])
+    t.adapt(load=True)
+    a = t.ask("Say hi.", max_tokens=8, seed=1)
+    loads = Engine.loads
+    other = t.with_profile(profile_home("work", create=True))
+    assert other.ask("Say hi.", max_tokens=8, seed=1).adapter_version is None      # no documents there yet
+    other.import_paths([SAMPLES / "interpreter-performance"])
+    other.adapt()
+    b = other.ask("Say hi.", max_tokens=8, seed=1)
+    assert b.adapter_version == 1 and other.latest_adapter()["path"] != t.latest_adapter()["path"]
+    assert t.ask("Say hi.", max_tokens=8, seed=1).text == a.text                    # back: the first adapter again
+    assert Engine.loads == loads                                                     # nothing reloaded
+    other.close(), t.close()
