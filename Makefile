@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml requirements.lock | $(BIN)/python
 # Re-resolve every dependency (all extras) and record versions + hashes. Check a refresh before
 # committing it: `make clean-venv test` and `tailor bench` (see scripts/lock.py).
 lock: | $(BIN)/python
-	$(BIN)/python scripts/lock.py
+	$(BIN)/python scripts/lock.py $(if $(REFRESH),--refresh)
 
 models/SmolLM2-135M-Instruct.Q4_1.gguf: | $(STAMP)
 	$(BIN)/python -m app.fetch_models

@@ -237,6 +237,28 @@ def bench(ctx, runs):
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (this machine only by default)")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--token", envvar="TAILOR_SERVE_TOKEN", default=None,
+              help="require 'Authorization: Bearer TOKEN' (needed for any address but this machine's)")
+@click.option("--queue", type=int, default=8, show_default=True, help="requests that may wait; more get 429")
+@click.pass_context
+def serve(ctx, host, port, token, queue):
+    """Serve the personalized model as an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
+    from .serve import ServeError, serve as run_server
+    t = _core(ctx)
+    t.engine            # load the model before announcing the address
+    try:
+        run_server(t, host, port, token, queue, ready=lambda srv: click.echo(
+            f"serving {t.home} on http://{host}:{srv.server_address[1]}/v1 (model 'tailor'); Ctrl-C stops",
+            err=True))
+    except ServeError as e:
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--scale", type=float, default=None, help="adapter strength folded into the file (default: the setting)")
 @click.pass_context

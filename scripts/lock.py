@@ -3,8 +3,10 @@
 Unpinned dependencies drift: the same `make test` resolved a different
 onnxruntime / transformers / sentence-transformers a day later and the int8
 embedder changed under the suite. `make lock` is the one deliberate way the
-set moves: it asks pip to resolve the project (all extras) from scratch and
-records what pip would install, with the hash of the exact file pip chose.
+set moves: it asks pip to resolve the project (all extras) and records what
+pip would install, with the hash of the exact file pip chose. By default the
+versions already locked stay (a new dependency is added, nothing else moves);
+`--refresh` (`make lock REFRESH=1`) resolves everything anew.
 
 After a refresh, check it before committing: `make clean-venv test` (the whole
 suite, the embedder's recorded fingerprint included) and `tailor bench`
@@ -29,12 +31,22 @@ HEADER = """\
 """
 
 
-def resolve(pip: str) -> list[dict]:
-    """What pip would install for the project and all its extras, with hashes."""
+def pins(lock: Path) -> list[str]:
+    """name==version of every package in an existing lock (its hashes are pip's business, not a constraint's)."""
+    if not lock.is_file():
+        return []
+    return [line.split()[0] for line in lock.read_text().splitlines() if "==" in line and not line.startswith("#")]
+
+
+def resolve(pip: str, keep: list[str] = ()) -> list[dict]:
+    """What pip would install for the project and all its extras, with hashes; ``keep``: versions that must
+    not move (a new dependency is added without refreshing the rest)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("\n".join(keep) + "\n")
         subprocess.run(
-            [pip, "install", "--dry-run", "--quiet", "--ignore-installed",
+            [pip, "install", "--dry-run", "--quiet", "--ignore-installed", "-c", str(constraints),
              "--report", str(report), "torch==2.13.0", f"{ROOT}[gui,train,test,bundle]"],
             check=True)
         return json.loads(report.read_text())["install"]
@@ -53,10 +65,13 @@ def lock_lines(installs: list[dict]) -> list[str]:
 
 
 def main() -> None:
+    """`make lock`: add what pyproject.toml gained, keeping every locked version; `make lock REFRESH=1`
+    (--refresh): resolve everything anew."""
     pip = str(Path(sys.executable).with_name("pip"))
     out = ROOT / "requirements.lock"
-    out.write_text(HEADER + "\n".join(lock_lines(resolve(pip))) + "\n")
-    print(f"wrote {out}")
+    keep = [] if "--refresh" in sys.argv[1:] else pins(out)
+    out.write_text(HEADER + "\n".join(lock_lines(resolve(pip, keep))) + "\n")
+    print(f"wrote {out}" + ("" if keep else " (all versions resolved anew)"))
 
 
 if __name__ == "__main__":
