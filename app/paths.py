@@ -100,22 +100,24 @@ def check_profile_name(name: str) -> str:
     return name
 
 
-def profile_names() -> list[str]:
-    root = data_dir() / PROFILES_DIR
+def profile_names(root: Path | None = None) -> list[str]:
+    """The default profile, then the named ones; ``root``: the data dir (default: ``data_dir()``)."""
+    root = (root or data_dir()) / PROFILES_DIR
     named = sorted(p.name for p in root.iterdir() if p.is_dir() and _PROFILE_NAME.match(p.name)) \
         if root.is_dir() else []
     return [DEFAULT_PROFILE] + [n for n in named if n != DEFAULT_PROFILE]
 
 
-def profile_home(name: str | None = None, create: bool = False) -> Path:
+def profile_home(name: str | None = None, create: bool = False, root: Path | None = None) -> Path:
     """The data dir of one profile: the data dir itself for the default one. A named profile must exist unless
     ``create``: a mistyped name is an error, not a new empty profile that quietly answers without the person."""
+    root = root or data_dir()
     if not name or name == DEFAULT_PROFILE:
-        return data_dir()
-    path = data_dir() / PROFILES_DIR / check_profile_name(name)
+        return root
+    path = root / PROFILES_DIR / check_profile_name(name)
     if not path.is_dir():
         if not create:
-            raise ProfileError(f"no profile {name!r} (profiles: {', '.join(profile_names())}); "
+            raise ProfileError(f"no profile {name!r} (profiles: {', '.join(profile_names(root))}); "
                                f"create it with: tailor profiles create {name}")
         ensure_private_dir(path)
     return path

@@ -323,3 +323,32 @@ def test_compare_examples_are_the_trained_task_prompts(window):
     assert {t[0] for t in map(parse_task, offered) if t} == set(TASKS)
     cmp._example(1)
     assert cmp.prompt.text() == offered[0] and cmp.examples.currentIndex() == 0
+
+
+def test_profiles_switch_in_the_window_without_reloading(window, qtbot):
+    """issue 13: a second profile from the toolbar; its own (empty) documents and chats; back again; the base
+    model is loaded once."""
+    from app.engine import Engine
+    from app.paths import PROFILES_DIR
+    loads = Engine.loads
+    docs_before = window.profile.tree.topLevelItemCount()
+    chats_before = window.chat.chat_list.count()
+    assert docs_before and window.profile_box.currentText() == "default"
+    with qtbot.waitSignal(window.ready, timeout=STEP_MS):
+        window.switch_profile("work", create=True)
+    assert window.profile_box.currentText() == "work"
+    assert [window.profile_box.itemText(i) for i in range(window.profile_box.count())] == \
+        ["default", "work", window.NEW_PROFILE]
+    assert window.profile.tree.topLevelItemCount() == 0 and window.chat.chat_list.count() == 0
+    assert Path(window.home) == Path(window.root) / PROFILES_DIR / "work"
+    window.chat.input.setPlainText("Say hello.")
+    with qtbot.waitSignal(window.chat.answerFinished, timeout=STEP_MS) as answered:
+        window.chat.send_btn.click()
+    assert answered.args[0]["adapter_version"] is None                 # no documents here: the base model
+    with qtbot.waitSignal(window.ready, timeout=STEP_MS):
+        window.switch_profile("../bad")                                # refused before any job
+        window.switch_profile("default")
+    assert window.profile_box.currentText() == "default" and "profile name" in window.banner.label.text()
+    assert window.profile.tree.topLevelItemCount() == docs_before
+    assert window.chat.chat_list.count() == chats_before
+    assert Engine.loads == loads

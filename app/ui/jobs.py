@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..paths import assets_dir
+from .worker import NewCore
 
 WATCH_DIR_LIMIT = 256       # sub-folders watched per imported folder (QFileSystemWatcher is not recursive)
 
@@ -22,6 +23,22 @@ def snapshot(t, _report=None) -> dict:
     """Everything the window shows about the profile, in one round trip."""
     return {"home": str(t.home), "docs": t.docs(), "stats": t.profile_stats(),
             "adapter": t.latest_adapter(), "settings": asdict(t.settings), "chats": t.chats()}
+
+
+def switch_profile(root: str, name: str, create: bool = False):
+    """Continue on another profile's core; the loaded models are shared, so nothing reloads (core.with_profile)."""
+    def job(t, _report):
+        from ..paths import profile_home, profile_names
+        new = t.with_profile(profile_home(name, create=create, root=Path(root)))
+        return NewCore(new, snapshot(new) | {"profile": name, "profiles": profile_names(Path(root))})
+    return job
+
+
+def profiles(root: str):
+    def job(_t, _report):
+        from ..paths import profile_names
+        return profile_names(Path(root))
+    return job
 
 
 def import_paths(paths: list[str], cancel: threading.Event):

@@ -17,8 +17,8 @@ from pathlib import Path  # noqa: E402
 
 from PySide6.QtCore import Qt, QTimer, Signal  # noqa: E402
 from PySide6.QtGui import QAction, QKeySequence, QPalette, QShortcut  # noqa: E402
-from PySide6.QtWidgets import (QApplication, QCheckBox, QFrame, QHBoxLayout, QLabel, QMainWindow,  # noqa: E402
-                               QPushButton, QSizePolicy, QSlider, QSplitter, QStackedWidget, QTabWidget, QToolBar,
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFrame, QHBoxLayout,  # noqa: E402
+                               QInputDialog, QLabel, QMainWindow, QPushButton, QSizePolicy, QSlider, QSplitter, QStackedWidget, QTabWidget, QToolBar,
                                QVBoxLayout, QWidget)
 
 from . import jobs  # noqa: E402
@@ -73,6 +73,8 @@ class MainWindow(QMainWindow):
         self.runner = Runner(tailor_factory or (lambda: Tailor(Path(home) if home else None)), self)
         self.settings: dict = {}
         self.home = str(home or "")
+        self.root = ""              # the data dir: the default profile's home, the named ones under it
+        self.current_profile = "default"
         self._skipped_welcome = False
         self._loading = True
 
@@ -139,6 +141,14 @@ class MainWindow(QMainWindow):
         tb.setObjectName("personalization")
         tb.setMovable(False)
         self.addToolBar(tb)
+        tb.addWidget(QLabel(" Profile "))
+        self.profile_box = QComboBox()
+        self.profile_box.setAccessibleName("Profile")
+        self.profile_box.setToolTip("Whose documents, adapter and chats: each profile keeps its own")
+        self.profile_box.setMinimumContentsLength(10)
+        self.profile_box.activated.connect(self._profile_chosen)
+        tb.addWidget(self.profile_box)
+        tb.addSeparator()
         self.personalize = QCheckBox("Personalize")
         self.personalize.setAccessibleName("Personalize answers")
         self.personalize.setToolTip("Answer with your adapter (off: the base model)")
@@ -192,9 +202,55 @@ class MainWindow(QMainWindow):
         return {"use_adapter": self.personalize.isChecked(), "scale": self.strength.value() / 100,
                 "rag": self.rag.isChecked()}
 
+    # --- profiles ---------------------------------------------------------------------------
+    NEW_PROFILE = "New profile…"
+
+    def set_profiles(self, names: list[str], current: str) -> None:
+        self.profile_box.blockSignals(True)
+        self.profile_box.clear()
+        self.profile_box.addItems(names + [self.NEW_PROFILE])
+        self.profile_box.setCurrentText(current)
+        self.profile_box.blockSignals(False)
+        self.current_profile = current
+
+    def _profile_chosen(self, _index: int) -> None:
+        name = self.profile_box.currentText()
+        if name == self.NEW_PROFILE:
+            name, ok = QInputDialog.getText(self, "New profile", "Name (letters, digits, - or _):")
+            if not ok or not name.strip():
+                self.profile_box.setCurrentText(self.current_profile)
+                return
+            self.switch_profile(name.strip(), create=True)
+        elif name != self.current_profile:
+            self.switch_profile(name)
+
+    def switch_profile(self, name: str, create: bool = False) -> None:
+        """Everything the window shows moves to the other profile; the base model stays loaded."""
+        from ..paths import ProfileError, check_profile_name
+        try:
+            check_profile_name(name)
+        except ProfileError as e:
+            self.banner.show_message(str(e))
+            self.profile_box.setCurrentText(self.current_profile)
+            return
+        self.chat.new_chat()
+        self.runner.submit(jobs.switch_profile(self.root, name, create), done=self._switched,
+                           failed=lambda _m: self.profile_box.setCurrentText(self.current_profile))
+
+    def _switched(self, snap: dict) -> None:
+        self.set_profiles(snap["profiles"], snap["profile"])
+        self._loading = True
+        self.profile.update_watcher()        # the folders watched are the new profile's (none: none)
+        self._first_snapshot(snap)
+        self._on_snapshot(snap)
+
     # --- state ------------------------------------------------------------------------------
     def _first_snapshot(self, snap: dict) -> None:
         self.home = snap["home"]
+        if not self.root:               # the app opens on the default profile, which lives in the data dir
+            self.root = snap["home"]
+            self.set_profiles(["default"], "default")
+            self.runner.submit(jobs.profiles(self.root), done=lambda names: self.set_profiles(names, "default"))
         s = snap["settings"]
         self.personalize.setChecked(bool(s.get("use_adapter", True)))
         self.strength.setValue(round(float(s.get("scale", 1.0)) * 100))

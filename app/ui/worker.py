@@ -81,6 +81,9 @@ class _Worker(QObject):
                 preload_libraries()
                 self.tailor = self._factory()
             out = fn(self.tailor, lambda payload: emit(self.progress, jid, payload))
+            if isinstance(out, NewCore):      # a profile switch: from now on jobs run on the other profile's core
+                old, self.tailor, out = self.tailor, out.tailor, out.result
+                old.close()
         except BaseException as exc:   # noqa: BLE001 - every failure must reach the UI as a message
             log.error("job %s failed", getattr(fn, "__qualname__", fn), exc_info=True)   # tailor.log
             traceback.print_exc(file=sys.stderr)
@@ -98,6 +101,13 @@ class _Worker(QObject):
                 self.tailor.close()
         finally:
             QThread.currentThread().quit()
+
+
+@dataclass
+class NewCore:
+    """What a job returns to make the worker continue on another core (a profile switch)."""
+    tailor: Any
+    result: Any
 
 
 @dataclass
