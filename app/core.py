@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import threading
 import time
@@ -16,10 +15,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 
-from . import ingest, offline
+from . import ingest, offline, retrieval
 from .chunking import chunk_document
+from .embed import embed_chunks
 from .engine import GREEDY, Sampling
 from .log import close_logging, log, setup_logging
 from .lora_gguf import AdapterError, LoraAdapter, now_iso, read_adapter, write_adapter
@@ -47,7 +46,7 @@ class Settings:
     hypernet_path: str | None = None   # None: assets/hypernet/hypernet.onnx
     threads: int = 0                   # 0: all cores
     gpu_layers: int = 0
-    rag_k: int = 4
+    rag_k: int = retrieval.DEFAULT_K
     rag: bool = False
     use_adapter: bool = True
     scale: float = 1.0
@@ -323,14 +322,7 @@ class Tailor:
         if not self._other_embeddings_dropped:      # after an embedder upgrade, re-embed rather than mix; not on
             self.store.drop_other_embeddings(emb_id)  # every adapt/retrieve: it scans the whole table
             self._other_embeddings_dropped = True
-        done = 0
-        while batch := self.store.chunks_without_embedding(emb_id, 256):
-            vecs = self.embedder.embed([t for _, t in batch])
-            self.store.put_embeddings(emb_id, [i for i, _ in batch], vecs)
-            done += len(batch)
-            if progress:
-                progress(done, done + len(self.store.chunks_without_embedding(emb_id, 1)), "embedding")
-        return done
+        return embed_chunks(self.store, self.embedder, emb_id, progress)
 
     def _embedder_id(self) -> str:
         from .models import EMBEDDER_KEY
@@ -388,26 +380,11 @@ class Tailor:
 
     # --- retrieval ---------------------------------------------------------------
     def retrieve(self, query: str, k: int) -> list[dict]:
-        """Hybrid retrieval: BM25 (FTS5) and cosine rankings fused by reciprocal rank."""
+        """The person's k passages best for ``query`` (retrieval.py: hybrid BM25 + cosine, the evaluation's too)."""
         if k <= 0 or self.store.profile_stats()["chunks"] == 0:
             return []
         self.embed_pending()
-        q = self.embedder.embed([query])[0]
-        scored: list[tuple[float, int]] = []
-        for ids, vecs in self.store.iter_embeddings(self._embedder_id()):
-            sims = vecs @ q
-            top = np.argsort(-sims)[: 4 * k]
-            scored.extend((float(sims[j]), int(ids[j])) for j in top)
-        vector_rank = [cid for _, cid in sorted(scored, reverse=True)[: 4 * k]]
-        keyword_rank = self.store.keyword_search(query, 4 * k)
-        fused: dict[int, float] = {}
-        for ranking in (vector_rank, keyword_rank):
-            for r, cid in enumerate(ranking):
-                fused[cid] = fused.get(cid, 0.0) + 1.0 / (60 + r)
-        best = sorted(fused, key=lambda c: -fused[c])[:k]
-        texts = self.store.chunk_texts(best)
-        return [{"chunk_id": c, "path": texts[c][1], "text": texts[c][0], "score": round(fused[c], 5)}
-                for c in best if c in texts]
+        return retrieval.passages(self.store, self._embedder_id(), self.embedder.embed, query, k)
 
     # --- export -------------------------------------------------------------------
     def export(self, dest: Path, scale: float | None = None) -> dict:
@@ -475,18 +452,12 @@ class Tailor:
         return build(turns), sources, active
 
     def _examples(self, task: tuple[str, str, str], k: int) -> tuple[list[dict], list[dict]]:
-        """A task request (title -> abstract, abstract -> title) gets the person's k nearest titled documents
-        as earlier turns of the same task. Pasted passages made the small model copy them; as examples they
-        raised ROUGE-L over the base model on both tasks (assets/hypernet/MODEL_CARD.md, the rag rows).
-        Returns (items, most similar last, nearest the request as in the evaluation; their sources)."""
         name, title, text = task
-        hits = self.retrieve(text if name == "headline" else title, 4 * k)
-        items = [{**d, "text": _without_heading(d["text"], d["title"])}
-                 for d in self.store.documents_of_chunks([h["chunk_id"] for h in hits]) if d["title"]][:k]
-        first_hit = {}
-        for h in hits:
-            first_hit.setdefault(h["path"], h)
-        return items[::-1], [first_hit[d["path"]] for d in items]
+        if self.store.profile_stats()["chunks"] == 0:
+            return [], []
+        self.embed_pending()
+        return retrieval.examples(self.store, self._embedder_id(), self.embedder.embed, name,
+                                  text if name == "headline" else title, k)
 
     def sampling(self, seed: int | None = None, greedy: bool | None = None) -> Sampling:
         """The one decoding rule of chat and ask: CHAT_SAMPLING (chosen by measurement), greedy on request."""
@@ -585,8 +556,3 @@ class Tailor:
                 self._embedder, self._hypernet, self._engine, self._spec
         return other
 
-
-def _without_heading(text: str, title: str) -> str:
-    """A document's text without its title heading ("# Title ..."): an example whose abstract starts with the
-    answer would teach the model to copy the first line."""
-    return re.sub(r"^\s*#*\s*" + re.escape(title) + r"\s*", "", text, count=1)

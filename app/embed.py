@@ -61,3 +61,16 @@ class Embedder:
                                              "token_type_ids": np.zeros_like(ids)})
             out[idx] = emb
         return out
+
+
+def embed_chunks(store, embedder: "Embedder", embedder_id: str, progress=None, batch: int = 256) -> int:
+    """Embed every stored chunk that has no vector from ``embedder_id`` yet, in batches, so an interrupted run
+    resumes where it stopped. The app (Tailor.embed_pending) and the evaluation's per-person stores use it."""
+    done = 0
+    while todo := store.chunks_without_embedding(embedder_id, batch):
+        vecs = embedder.embed([t for _, t in todo])
+        store.put_embeddings(embedder_id, [i for i, _ in todo], vecs)
+        done += len(todo)
+        if progress:
+            progress(done, done + len(store.chunks_without_embedding(embedder_id, 1)), "embedding")
+    return done

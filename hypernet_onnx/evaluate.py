@@ -18,12 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from app import retrieval
+from app.chunking import chunk_document
+from app.embed import embed_chunks
 from app.engine import Engine
 from app.hypernet import Hypernet
-from app.lora_gguf import LoraAdapter, write_adapter
-from app.models import default_base_model_path
+from app.lora_gguf import write_adapter
+from app.models import EMBEDDER_KEY, default_base_model_path
 from app.profile import profile_vector
 from app.prompts import TASKS, task_messages, task_target, with_examples
+from app.store import Store
 from hypernet_onnx import data as D
 from hypernet_onnx.stats import paired_bootstrap
 
@@ -31,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ALL_METHODS = ["base", "rag", "p2p", "p2p+rag", "p2p-shuffled", "mt-lora", "oppu"]
 HYPERNET_METHODS = {"p2p", "p2p+rag", "p2p-shuffled"}
 MAX_TOKENS = {"headline": 32, "writing": 160}
-RAG_K = 3
+RAG_K = retrieval.DEFAULT_K      # the app's default, so the rows measure what a person gets
 MAX_PROMPT_TOKENS = 1400         # long abstracts in the headline prompt are cut to fit the context
 NLL_MAX_TARGET = 256
 
@@ -56,13 +60,12 @@ class Evaluator:
         self._oppu = None
 
     # --- personalization ---------------------------------------------------------
-    def profile(self, user: dict) -> tuple[list[int], np.ndarray, float]:
-        """Embeddings of the profile's chunks and, per chunk, the index of the profile item it came from."""
+    def profile(self, user: dict) -> tuple[Store, np.ndarray, float]:
+        """The person's store (person_store), their chunk embeddings, and the seconds it took."""
         t = time.perf_counter()
-        per_item = D.item_chunks(user)
-        owner = [i for i, chunks in enumerate(per_item) for _ in chunks]
-        emb = self.embedder.embed([c for chunks in per_item for c in chunks])
-        return owner, emb, time.perf_counter() - t
+        store = person_store(user, self.embedder, self.workdir / f"profile-{user['user']}.db")
+        emb = np.concatenate([v for _, v in store.iter_embeddings(EMBEDDER_KEY)])
+        return store, emb, time.perf_counter() - t
 
     def p2p_adapter(self, emb: np.ndarray, uid: str) -> tuple[Path, float]:
         t = time.perf_counter()
@@ -103,19 +106,19 @@ class Evaluator:
         row["nll"] = self.engine.nll(self.engine.tokenize(prompt), target)
         return row
 
-    def retrieve(self, user: dict, owner: list[int], emb: np.ndarray, q: dict, task: str) -> list[dict]:
+    def retrieve(self, store: Store, q: dict, task: str) -> list[dict]:
+        """The app's retrieval (app/retrieval.py, the function Tailor calls for a task request)."""
         query = q["text"] if task == "headline" else q["title"]
-        return top_items(user["profile"], owner, emb @ self.embedder.embed([query])[0], RAG_K)
+        return retrieval.examples(store, EMBEDDER_KEY, self.embedder.embed, task, query, RAG_K)[0]
 
     def run(self, users: list[dict], methods: list[str]) -> dict:
         from tqdm import tqdm
         rows = []    # one per (method, user, query, task)
         prepared = {}
         for u in tqdm(users, desc="profiles"):
-            owner, emb, t_embed = self.profile(u)
+            store, emb, t_embed = self.profile(u)
             path, t_h = self.p2p_adapter(emb, u["user"])
-            prepared[u["user"]] = {"owner": owner, "emb": emb, "p2p": path, "t_p2p": t_embed + t_h,
-                                   "t_rag": t_embed}
+            prepared[u["user"]] = {"store": store, "p2p": path, "t_p2p": t_embed + t_h, "t_rag": t_embed}
         ids = [u["user"] for u in users]
         shuffled = {uid: ids[(i + 1) % len(ids)] for i, uid in enumerate(ids)}
         sec: dict[str, list[float]] = {m: [] for m in methods}
@@ -138,21 +141,27 @@ class Evaluator:
                 sec[m].append(t_pers)
                 for qi, q in enumerate(u["queries"]):
                     for task in TASKS:
-                        items = self.retrieve(u, p["owner"], p["emb"], q, task) if m.endswith("rag") else []
+                        items = self.retrieve(p["store"], q, task) if m.endswith("rag") else []
                         rows.append({"method": m, "user": u["user"], "query": qi, "task": task,
                                      **self.score(task, q, items)})
         self.engine.set_adapter(None)
+        for p in prepared.values():
+            p["store"].close()
         return summarize(rows, sec, methods, len(users)), rows
 
 
-def top_items(items: list[dict], owner: list[int], sims: np.ndarray, k: int) -> list[dict]:
-    """The k items most like the query, an item scoring as its best chunk; most similar last, i.e. nearest
-    the request."""
-    best: dict[int, float] = {}
-    for i, s in zip(owner, sims):
-        best[i] = max(best.get(i, -np.inf), float(s))
-    top = sorted(best, key=best.get, reverse=True)[:k]
-    return [items[i] for i in reversed(top)]
+def person_store(user: dict, embedder, path: Path) -> Store:
+    """A person's profile items held as the app holds imported documents: one document per item (its title, the
+    app's chunker), embedded by the app's embedder, in a real SQLite store with the app's keyword index, so the
+    evaluation's retrieval and profile vectors run the app's code."""
+    store = Store(path)
+    for i, item in enumerate(user["profile"]):
+        chunks = chunk_document(item.get("title", ""), item.get("text", ""))
+        if chunks:
+            store.put_document(path=f"item-{i}", sha256=None, mtime=None, size=None,
+                               title=item.get("title") or None, status="ok", chunks=chunks)
+    embed_chunks(store, embedder, EMBEDDER_KEY)
+    return store
 
 
 def summarize(rows: list[dict], sec: dict, methods: list[str], n_users: int) -> dict:

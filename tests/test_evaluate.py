@@ -111,12 +111,31 @@ def test_unknown_method_is_refused(data_file, tmp_path):
         E.main(["--data", str(data_file), "--methods", "mt-lora", "--out", str(tmp_path)])
 
 
-def test_rag_takes_whole_items_ranked_by_their_best_chunk():
-    items = [{"title": f"t{i}", "text": f"x{i}"} for i in range(4)]
-    owner = [0, 0, 1, 2, 2, 2, 3]
-    sims = np.array([0.1, 0.9, 0.5, 0.2, 0.95, 0.3, 0.4])
-    assert [it["title"] for it in E.top_items(items, owner, sims, 3)] == ["t1", "t0", "t2"]   # best last
-    assert len(E.top_items(items, owner, sims, 10)) == 4
+def test_rag_rows_run_the_apps_retrieval(tailor, embedder, tmp_path):
+    """The evaluation's rag examples for a person are exactly what the app retrieves for the same request after
+    importing the same items as files (issue 14: one retrieval, measured where it runs)."""
+    from app import retrieval
+    assert E.retrieval.examples is retrieval.examples
+    user = _user("pack", "packaging")      # items as a data file holds them: a title, and a text without it
+    for it in user["profile"]:       # (one sample repeats its title under the heading: drop both)
+        while (body := retrieval.without_heading(it["text"], it["title"])) != it["text"]:
+            it["text"] = body
+    folder = tmp_path / "items"
+    folder.mkdir()
+    for i, it in enumerate(user["profile"]):
+        (folder / f"{i}.md").write_text(f"# {it['title']}\n\n{it['text']}\n")
+    assert tailor.import_paths([folder]).imported == len(user["profile"])
+    store = E.person_store(user, embedder, tmp_path / "eval.db")
+    try:
+        for task, q in (("writing", user["queries"][0]["title"]), ("headline", user["queries"][0]["text"])):
+            ev, _ = retrieval.examples(store, E.EMBEDDER_KEY, embedder.embed, task, q, E.RAG_K)
+            app, sources = tailor._examples((task, q if task == "writing" else "", q if task == "headline" else ""),
+                                            E.RAG_K)
+            assert [it["title"] for it in ev] == [it["title"] for it in app]
+            assert len(ev) == min(E.RAG_K, len(user["profile"])) and len(sources) == len(app)
+            assert [it["text"] for it in ev] == [it["text"] for it in app]     # the same words go into the prompt
+    finally:
+        store.close()
 
 
 def test_rag_examples_are_earlier_turns_of_the_same_task():
