@@ -65,7 +65,7 @@ def swap_bench(t, prompt: str, runs: int) -> dict:
     last few), so p50 of the total and of its stages describe one sample."""
     timings, first_tokens = [], []
     for _ in range(runs):
-        timings.append(t.adapt(load=True)["ms"])
+        timings.append(t.adapt(load=True).ms)
         t0 = time.perf_counter()
         next(iter(t.engine.stream(prompt, max_tokens=1)), None)
         first_tokens.append((time.perf_counter() - t0) * 1000)

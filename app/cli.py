@@ -108,8 +108,8 @@ def import_(ctx, paths, no_adapt):
     summary = t.import_paths(paths, progress=cb)
     bar.close()
     data = summary.as_dict()
-    if not no_adapt and t.profile_stats()["documents"]:
-        data["adapter"] = t.adapt()
+    if not no_adapt and t.adapter_stale():
+        data["adapter"] = t.adapt().as_dict()
 
     def human(d):
         click.echo(f"imported {d['imported']}, unchanged {d['unchanged']}, duplicates {d['duplicates']}, "
@@ -141,7 +141,7 @@ def docs(ctx):
 @click.pass_context
 def forget(ctx, ident):
     """Forget a document (ID or PATH): its text, chunks, embeddings and the adapters made from it."""
-    data = _core(ctx).forget(ident)
+    data = _core(ctx).forget(ident).as_dict()
     _emit(ctx, data, lambda d: click.echo(f"forgot {d['forgotten']}; deleted adapters {d['adapters_deleted']}"))
 
 
@@ -156,7 +156,7 @@ def info(ctx):
 @click.pass_context
 def adapt(ctx):
     """Regenerate the adapter from the current profile."""
-    data = _core(ctx).adapt()
+    data = _core(ctx).adapt().as_dict()
     _emit(ctx, data, lambda d: click.echo(f"adapter v{d['version']} at {d['path']} "
                                           f"({', '.join(f'{k} {v:.0f} ms' for k, v in d['ms'].items())})"))
 

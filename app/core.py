@@ -6,82 +6,35 @@ answer), each exactly once per process.
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-
-from . import ingest, offline, retrieval
-from .chunking import chunk_document
+from . import adapters, importer, offline, retrieval
+from .adapters import KEEP_ADAPTERS, AdaptResult, ForgetResult  # noqa: F401 (the façade's types)
 from .embed import embed_chunks
 from .engine import GREEDY, Sampling
+from .importer import MAX_PROFILE_CHUNKS, ImportSummary  # noqa: F401 (the façade's types)
 from .log import close_logging, log, setup_logging
-from .lora_gguf import AdapterError, LoraAdapter, now_iso, read_adapter, write_adapter
-from .models import DEFAULT_BASE, sha256_file, verify_base_model
+from .lora_gguf import AdapterError, now_iso, write_adapter
+from .models import verify_base_model
 from .paths import PROFILES_DIR, data_dir, ensure_private_dir
 from .profile import profile_vector
-from .sandbox import EXTRACT_TIMEOUT_S, Extractor
 from .prompts import parse_task, trim_history, with_context, with_examples
+from .sandbox import Extractor
+from .settings import Settings
 from .store import Store
 
-KEEP_ADAPTERS = 5
 # Chat and ask decode with these unless greedy is asked for. Greedy decoding made the personalized answers loop
 # (issue 13); chosen by `tailor quality` on assets/prompts/chat-quality.jsonl (README "Readable answers").
 CHAT_SAMPLING = Sampling(temperature=0.7, repeat_penalty=1.1)
-MAX_PROFILE_CHUNKS = 200_000     # documented profile limit (README); beyond it imports are refused per file
 
 
 class TailorError(RuntimeError):
     """An expected failure with a message for the person (no traceback)."""
-
-
-@dataclass
-class Settings:
-    model_path: str | None = None      # None: the bundled SmolLM2-135M-Instruct Q4_1
-    hypernet_path: str | None = None   # None: assets/hypernet/hypernet.onnx
-    threads: int = 0                   # 0: all cores
-    gpu_layers: int = 0
-    rag_k: int = retrieval.DEFAULT_K
-    rag: bool = False
-    use_adapter: bool = True
-    scale: float = 1.0
-    greedy: bool = False               # chat and ask sample (CHAT_SAMPLING) unless this is set
-    seed: int | None = None            # a fixed seed makes sampled answers reproducible; None: a fresh one each
-    watched: list[str] = field(default_factory=list)
-    extract_timeout_s: float = EXTRACT_TIMEOUT_S   # per-file limit for reading one document (sandbox.py)
-
-    @classmethod
-    def load(cls, path: Path) -> "Settings":
-        if not path.is_file():
-            return cls()
-        try:
-            raw = json.loads(path.read_text())
-            return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
-        except (ValueError, TypeError):
-            return cls()     # a damaged settings file falls back to defaults rather than blocking the app
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
-
-
-@dataclass
-class ImportSummary:
-    imported: int = 0
-    unchanged: int = 0
-    duplicates: int = 0
-    failed: list[dict] = field(default_factory=list)
-    cancelled: bool = False
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -94,9 +47,6 @@ class Answer:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-file_sha256 = sha256_file     # module-level name so tests can simulate an unreadable file
 
 
 class Tailor:
@@ -115,7 +65,7 @@ class Tailor:
         self._lock = threading.RLock()    # model objects are built once, whichever thread asks first
         self._extractor: Extractor | None = None
         offline.force_offline()
-        self._sweep_adapter_dir()
+        adapters.sweep(self.store, self.adapter_dir)
 
     def close(self) -> None:
         if self._extractor is not None:
@@ -129,22 +79,6 @@ class Tailor:
             if self._extractor is None:
                 self._extractor = Extractor(timeout_s=self.settings.extract_timeout_s)
             return self._extractor
-
-    def _sweep_adapter_dir(self, min_age_s: float = 300.0) -> None:
-        """Delete what a killed process left in adapters/: half-written temp files and adapter files that
-        are not registered (written but never registered, or unregistered but not yet unlinked). Files
-        younger than ``min_age_s`` are left alone: another process may be writing them right now."""
-        known = {Path(a["path"]).name for a in self.store.adapters()}
-        now = time.time()
-        for p in self.adapter_dir.iterdir():
-            try:
-                if p.name in known or now - p.stat().st_mtime < min_age_s:
-                    continue
-                if p.name.endswith(".tmp") or (p.name.startswith("adapter-") and p.suffix == ".gguf"):
-                    p.unlink()
-                    log.info("removed leftover adapter file %s", p.name)
-            except OSError as exc:
-                log.warning("could not sweep %s: %s", p, exc)
 
     def save_settings(self) -> None:
         self.settings.save(self.settings_path)
@@ -205,88 +139,13 @@ class Tailor:
     # --- import ------------------------------------------------------------------
     def import_paths(self, paths: Iterable[Path], progress: Callable[[int, int, str], None] | None = None,
                      cancel: threading.Event | None = None) -> ImportSummary:
-        """Import files and folders; one bad file fails alone and nothing stored is lost."""
-        summary = ImportSummary()
-        entries = list(ingest.iter_files([Path(p).expanduser() for p in paths]))
-        for i, (path, err) in enumerate(entries):
-            if cancel is not None and cancel.is_set():
-                summary.cancelled = True
-                break
-            if progress:
-                progress(i, len(entries), str(path))
-            outcome = self._import_one(path, err)
-            if outcome == "imported":
-                summary.imported += 1
-            elif outcome == "unchanged":
-                summary.unchanged += 1
-            elif outcome == "duplicate":
-                summary.duplicates += 1
-            else:
-                summary.failed.append({"path": str(path), "error": outcome})
-        if progress:
-            progress(len(entries), len(entries), "")
-        return summary
-
-    def _import_one(self, path: Path, err: Exception | None) -> str:
-        key = str(path.absolute())
-        existing = self.store.document_by_path(key)
-        if err is not None:
-            return self._fail(key, existing, str(err))
-        try:
-            st = path.stat()
-            if existing and existing.status in ("ok", "duplicate") and existing.mtime == st.st_mtime \
-                    and existing.size == st.st_size:
-                return "unchanged"
-            if st.st_size > ingest.MAX_FILE_BYTES:
-                raise ingest.IngestError(f"file is {st.st_size / 2**20:.0f} MB; the limit is "
-                                         f"{ingest.MAX_FILE_BYTES // 2**20} MB per file")
-            sha = file_sha256(path)
-        except OSError as exc:
-            return self._fail(key, existing, f"cannot read file: {exc.strerror or exc}")
-        except ingest.IngestError as exc:
-            return self._fail(key, existing, str(exc))
-        if existing and existing.sha256 == sha and existing.status in ("ok", "duplicate"):
-            self.store.write(lambda c: c.execute(   # (a file restored after a failed change: clear that error)
-                "UPDATE documents SET mtime=?, size=?, error=CASE WHEN status='ok' THEN NULL ELSE error END "
-                "WHERE id=?", (st.st_mtime, st.st_size, existing.id)))
-            return "unchanged"
-        twin = self.store.find_by_sha(sha, key)
-        if twin is not None:
-            self.store.put_document(path=key, sha256=sha, mtime=st.st_mtime, size=st.st_size, title=twin.title,
-                                    status="duplicate", error=f"same content as {twin.path}", duplicate_of=twin.id)
-            return "duplicate"
-        try:
-            doc = self.extractor.extract(path)
-            chunks = chunk_document(doc.title, doc.text)
-            if not chunks:
-                raise ingest.IngestError("no text found")
-            total = self.store.profile_stats()["chunks"]
-            if total + len(chunks) > MAX_PROFILE_CHUNKS:
-                raise ingest.IngestError(f"the profile is full ({total} chunks; limit {MAX_PROFILE_CHUNKS}); "
-                                         "forget some documents first")
-        except ingest.IngestError as exc:
-            return self._fail(key, existing, str(exc), sha=sha, st=st)
-        except (RecursionError, MemoryError, UnicodeError, ValueError, OSError) as exc:
-            return self._fail(key, existing, f"could not read file: {type(exc).__name__}: {exc}", sha=sha, st=st)
-        self.store.put_document(path=key, sha256=sha, mtime=st.st_mtime, size=st.st_size, title=doc.title,
-                                status="ok", chunks=chunks)
-        return "imported"
-
-    def _fail(self, key: str, existing, error: str, sha=None, st=None) -> str:
-        """Record a failure; a document that was good before keeps its stored text."""
-        if existing is None or existing.status == "failed":
-            self.store.put_document(path=key, sha256=sha, mtime=st.st_mtime if st else None,
-                                    size=st.st_size if st else None, title=None, status="failed", error=error)
-        elif existing.status == "ok":     # shown by `tailor docs`; cleared by the next good import
-            self.store.write(lambda c: c.execute("UPDATE documents SET error=? WHERE id=?",
-                                                 (f"kept the previous import; the file now fails: {error}",
-                                                  existing.id)))
-        return error
+        """Import files and folders; one bad file fails alone and nothing stored is lost (importer.py)."""
+        return importer.import_paths(self.store, self.extractor, paths, progress, cancel)
 
     def docs(self) -> list[dict]:
         return [d.as_dict() for d in self.store.documents()]
 
-    def forget(self, ident: str) -> dict:
+    def forget(self, ident: str) -> ForgetResult:
         """Remove a document (by id or path), its chunks, embeddings and index entries, and every
         adapter derived from it; then regenerate the adapter from what remains."""
         doc = None
@@ -305,16 +164,13 @@ class Tailor:
             self.store.delete_document(d.id)
         self.store.scrub_sources({doc.path} | {d.path for d in dups})
         for a in tainted:
-            self._delete_adapter(a)
-        self._sweep_adapter_dir(min_age_s=0)     # adapters a crash left unregistered may derive from it too
+            adapters.delete(self.store, a)
+        adapters.sweep(self.store, self.adapter_dir, min_age_s=0)   # a crash's unregistered ones may derive from it
         if self._engine is not None and tainted and self._engine.adapter_path and \
                 str(self._engine.adapter_path) in {a["path"] for a in tainted}:
             self._engine.set_adapter(None)
         self.store.vacuum()
-        result = {"forgotten": doc.path, "adapters_deleted": [a["version"] for a in tainted]}
-        if self.store.profile_stats()["documents"]:
-            result["adapter"] = self.adapt()
-        return result
+        return ForgetResult(doc.path, [a["version"] for a in tainted], self.adapt() if self.adapter_stale() else None)
 
     # --- adapter -----------------------------------------------------------------
     def embed_pending(self, progress: Callable[[int, int, str], None] | None = None) -> int:
@@ -334,7 +190,16 @@ class Tailor:
                 return a
         return None
 
-    def adapt(self, load: bool | None = None, progress=None) -> dict:
+    def adapter_stale(self) -> bool:
+        """The one rule for when the adapter is regenerated (after an import in the CLI and the app, a rescan of
+        watched folders, a forget): the profile has documents and the newest adapter was not made from exactly
+        them (another set of documents, or none yet)."""
+        if not self.store.profile_stats()["documents"]:
+            return False
+        latest = self.latest_adapter()
+        return latest is None or latest["profile_fingerprint"] != self.store.profile_fingerprint(self._embedder_id())
+
+    def adapt(self, load: bool | None = None, progress=None) -> AdaptResult:
         """Profile -> adapter -> live model. A failure at any step keeps the last good adapter."""
         t0 = time.perf_counter()
         ms = {}
@@ -350,7 +215,7 @@ class Tailor:
         adapter = hyper.generate(vec)
         ms["hypernet"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
-        path = self.adapter_dir / f"adapter-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}.gguf"
+        path = adapters.new_adapter_path(self.adapter_dir)
         adapter.metadata.update({"profile_fingerprint": fingerprint, "created": now_iso(),
                                  "base_model": self.model_path.name})
         write_adapter(adapter, path, self.spec)
@@ -371,12 +236,8 @@ class Tailor:
                                          n_documents=stats["documents"], n_chunks=stats["chunks"], timings=ms,
                                          document_ids=self.store.ok_document_ids())
         for old in self.store.adapters()[KEEP_ADAPTERS:]:
-            self._delete_adapter(old)
-        return {"version": version, "path": str(path), "ms": {k: round(v, 2) for k, v in ms.items()}}
-
-    def _delete_adapter(self, a: dict) -> None:
-        self.store.delete_adapter(a["version"])
-        Path(a["path"]).unlink(missing_ok=True)
+            adapters.delete(self.store, old)
+        return AdaptResult(version, str(path), {k: round(v, 2) for k, v in ms.items()})
 
     # --- retrieval ---------------------------------------------------------------
     def retrieve(self, query: str, k: int) -> list[dict]:
@@ -388,38 +249,15 @@ class Tailor:
 
     # --- export -------------------------------------------------------------------
     def export(self, dest: Path, scale: float | None = None) -> dict:
-        """The current adapter for use outside Tailor: a GGUF LoRA that llama.cpp (``--lora``), llama-cpp-python
-        (``Llama(lora_path=...)``) and Ollama (``ADAPTER``) load, with the chosen strength folded into its alpha
-        (Ollama has no strength setting), and an Ollama Modelfile naming the base model it was made for."""
+        """The current adapter, at the chosen strength, for llama.cpp, llama-cpp-python and Ollama (adapters.py)."""
         latest = self.latest_adapter()
         if latest is None:
             raise TailorError("no adapter yet: import documents first (tailor import), then tailor adapt")
         scale = self.settings.scale if scale is None else scale
         if not 0 < scale <= 4:
             raise TailorError(f"strength {scale} is outside (0, 4]")
-        dest = Path(dest).expanduser().absolute()
-        dest.mkdir(parents=True, exist_ok=True)
-        ad = read_adapter(Path(latest["path"]), self.spec)
-        adapter = dest / f"tailor-adapter-v{latest['version']}.gguf"
-        write_adapter(LoraAdapter(ad.weights, ad.alpha * scale, {**ad.metadata, "exported_scale": str(scale)}),
-                      adapter, self.spec)
-        base = self.model_path
-        lines = ["# Tailor's personalized model for Ollama:  ollama create tailor -f Modelfile && ollama run tailor",
-                 f"FROM {base}", f"ADAPTER ./{adapter.name}"]
-        template = self.engine.template if self._engine is not None else ""
-        if "<|im_start|>" in (template or "") or base.name == DEFAULT_BASE.filename:     # ChatML, as the bundled model
-            lines += ['TEMPLATE """{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
-                      '{{ if .Prompt }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n{{ end }}<|im_start|>assistant\n'
-                      '{{ .Response }}<|im_end|>\n"""', 'PARAMETER stop "<|im_end|>"']
-        s = CHAT_SAMPLING
-        lines += [f"PARAMETER temperature {s.temperature}", f"PARAMETER repeat_penalty {s.repeat_penalty}",
-                  f"PARAMETER min_p {s.min_p}"]
-        modelfile = dest / "Modelfile"
-        modelfile.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return {"adapter": str(adapter), "version": latest["version"], "scale": scale, "base_model": str(base),
-                "modelfile": str(modelfile),
-                "llama_cpp": f"llama-cli -m {base} --lora {adapter}",
-                "python": f"Llama(model_path={str(base)!r}, lora_path={str(adapter)!r})"}
+        return adapters.export(latest, self.spec, self.model_path, Path(dest).expanduser().absolute(), scale,
+                               CHAT_SAMPLING)
 
     # --- answers -----------------------------------------------------------------
     def _prepare(self, messages: list[dict], use_adapter: bool | None, scale: float | None, rag: bool | None,

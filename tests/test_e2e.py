@@ -12,7 +12,7 @@ def test_import_adapt_ask_and_hot_swap(home):
     summary = t.import_paths([SAMPLES / "interpreter-performance"])
     assert summary.imported == 6 and not summary.failed
     first = t.adapt(load=True)
-    assert first["version"] == 1 and set(first["ms"]) == {"embed", "hypernet", "write", "load", "total"}
+    assert first.version == 1 and set(first.ms) == {"embed", "hypernet", "write", "load", "total"}
 
     with_a = t.ask(PROMPT, max_tokens=48, seed=1)     # one seed: the answers differ by the adapter alone
     without = t.ask(PROMPT, use_adapter=False, max_tokens=48, seed=1)
@@ -26,7 +26,7 @@ def test_import_adapt_ask_and_hot_swap(home):
         t.store.delete_document(d["id"])
     t.import_paths([SAMPLES / "packaging"])
     second = t.adapt()
-    assert second["version"] == 2
+    assert second.version == 2
     with_b = t.ask(PROMPT, max_tokens=48, seed=1)
     assert with_b.adapter_version == 2
     assert with_b.text != with_a.text

@@ -52,3 +52,49 @@ def test_cli_and_ui_use_only_the_core_api():
     assert FRONTENDS and (APP / "ui" / "main.py") in FRONTENDS
     found = [v for f in FRONTENDS for v in violations(f.read_text(encoding="utf-8"), str(f.relative_to(APP)))]
     assert found == [], "front ends reach past the core:\n" + "\n".join(found)
+
+
+def import_graph(root: Path = APP) -> dict[str, set[str]]:
+    """module -> the app modules it imports (at any depth of the file, lazy imports too)."""
+    mods = {".".join(p.relative_to(root.parent).with_suffix("").parts): p for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        pkg = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                base = ".".join(pkg[:len(pkg) - node.level + 1]) if node.level else ""
+                target = ".".join(x for x in (base, node.module or "") if x)
+                deps.update(t for t in [target] + [f"{target}.{a.name}" for a in node.names] if t in mods)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name in mods)
+        graph[name] = deps - {name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle, as found by depth-first search (each reported once per entry point)."""
+    found, state = [], {}
+
+    def visit(n: str, stack: list[str]) -> None:
+        state[n] = "open"
+        for d in sorted(graph.get(n, ())):
+            if state.get(d) == "open":
+                found.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d, stack + [d])
+        state[n] = "done"
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [n])
+    return found
+
+
+def test_no_import_cycles_in_the_app():
+    """Modules import one way (ingest -> store -> embed -> hypernet -> adapter -> engine, the UI over the core);
+    a cycle such as the window and the self-test importing each other makes import order matter (issue 14)."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]     # the checker finds one
+    graph = import_graph()
+    assert "app.ui.selftest" in graph["app.ui.launch"] and "app.core" in graph["app.ui.main"]
+    assert cycles(graph) == []

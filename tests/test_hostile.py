@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import core, ingest, sandbox
+from app import importer, ingest, sandbox
 from app.chunking import chunk_document, chunk_text
 from app.cli import cli
 from app.core import Settings, Tailor
@@ -186,13 +186,13 @@ def test_hostile_files_fail_alone_in_one_import(tmp_path, home, monkeypatch, emb
         unreadable.chmod(0)
         expect[str(unreadable)] = "permission denied"
         if os.geteuid() == 0:        # root reads anything: make the read fail the way it would for a user
-            real_sha = core.file_sha256
+            real_sha = importer.file_sha256
 
             def sha(path):
                 if Path(path) == unreadable:
                     raise PermissionError(13, "Permission denied", str(path))
                 return real_sha(path)
-            monkeypatch.setattr(core, "file_sha256", sha)
+            monkeypatch.setattr(importer, "file_sha256", sha)
         fifo = tmp_path / "pipe.txt"                                 # would block a naive reader forever
         os.mkfifo(fifo)
         expect[str(fifo)] = "not a regular file"
@@ -367,12 +367,12 @@ def _close_shared_extractor():
 # --- documented limits (promise 6) -------------------------------------------------------------------------
 
 def test_documented_file_and_profile_limits(tmp_path, home, monkeypatch):
-    assert ingest.MAX_FILE_BYTES == 50 * 2**20 and core.MAX_PROFILE_CHUNKS == 200_000
+    assert ingest.MAX_FILE_BYTES == 50 * 2**20 and importer.MAX_PROFILE_CHUNKS == 200_000
     big = tmp_path / "big.md"
     with open(big, "wb") as f:
         f.truncate(ingest.MAX_FILE_BYTES + 1)
     docs = [write(tmp_path / f"doc{i}.txt", f"Document {i}. " + PROSE * 6) for i in range(3)]   # 2 chunks each
-    monkeypatch.setattr(core, "MAX_PROFILE_CHUNKS", 5)
+    monkeypatch.setattr(importer, "MAX_PROFILE_CHUNKS", 5)
     t = Tailor(home)
     try:
         t0 = time.monotonic()

@@ -47,7 +47,7 @@ def test_full_path_offline_through_the_core(home, no_network, monkeypatch):
         summary = t.import_paths([SAMPLES / "interpreter-performance"])
         assert summary.imported == 6 and not summary.failed
         adapter = t.adapt()
-        assert adapter["version"] == 1
+        assert adapter.version == 1
         answer = t.ask("What is vectorcall?", max_tokens=8, rag=True, k=1)
         assert answer.text and answer.adapter_version == 1 and answer.sources
     finally:
@@ -171,7 +171,7 @@ def test_forget_leaves_no_trace_anywhere(tmp_path, tailor, home):
     assert _grep(home, [sentence.encode()])                       # it is there before
 
     before = {a["version"]: a["path"] for a in tailor.store.adapters()}
-    result = tailor.forget(str(secret))
+    result = tailor.forget(str(secret)).as_dict()
     assert sorted(result["adapters_deleted"]) == sorted(before)   # every adapter derived from it
     assert not any(Path(p).exists() for p in before.values())
     assert result["adapter"]["version"] == max(before) + 1          # regenerated from what remains
@@ -217,7 +217,7 @@ def test_forget_through_the_cli(tmp_path, home):
 
 def test_crash_leftovers_in_the_adapter_dir_are_swept(tailor, home):
     tailor.import_paths([SAMPLES / "packaging"])
-    kept = Path(tailor.adapt()["path"])
+    kept = Path(tailor.adapt().path)
     orphan = home / "adapters" / "adapter-v0099-deadbeef.gguf"     # written, never registered (killed)
     half = home / "adapters" / ".adapter-v0100-deadbeef.gguf.123.tmp"
     for p in (orphan, half):

@@ -110,7 +110,7 @@ def test_32_concurrent_streams_answered_or_refused_cleanly_with_a_swap_midway(se
         if model == "tailor-v1":
             assert text == ref[seed]
     after = c.chat.completions.create(model="tailor", messages=msgs, max_tokens=8, seed=0)
-    assert after.model == f"tailor-v{swapped['version']}" and swapped["version"] == 2
+    assert after.model == f"tailor-v{swapped.version}" and swapped.version == 2
 
 
 def test_tailor_serve_command(home):

@@ -21,8 +21,8 @@ WATCH_DIR_LIMIT = 256       # sub-folders watched per imported folder (QFileSyst
 
 def snapshot(t, _report=None) -> dict:
     """Everything the window shows about the profile, in one round trip."""
-    return {"home": str(t.home), "docs": t.docs(), "stats": t.profile_stats(),
-            "adapter": t.latest_adapter(), "settings": asdict(t.settings), "chats": t.chats()}
+    return {"home": str(t.home), "docs": t.docs(), "stats": t.profile_stats(), "adapter": t.latest_adapter(),
+            "adapter_stale": t.adapter_stale(), "settings": asdict(t.settings), "chats": t.chats()}
 
 
 def switch_profile(root: str, name: str, create: bool = False):
@@ -82,7 +82,7 @@ def watch_dirs(t, _report) -> list[str]:
 def adapt(t, report) -> dict:
     """Regenerate the adapter and load it into the live model (the model loads on the first adapt)."""
     result = t.adapt(load=True, progress=lambda i, n, what: report((i, n, what)))
-    return {"adapter": result, "snapshot": snapshot(t)}
+    return {"adapter": result.as_dict(), "snapshot": snapshot(t)}
 
 
 def forget(ids: list[int]):
@@ -91,7 +91,7 @@ def forget(ids: list[int]):
         results = []
         for n, ident in enumerate(ids):
             report((n, len(ids), str(ident)))
-            results.append(t.forget(str(ident)))
+            results.append(t.forget(str(ident)).as_dict())
         adapted = [r["adapter"] for r in results if "adapter" in r]
         return {"forgotten": results, "adapter": adapted[-1] if adapted else None, "snapshot": snapshot(t)}
     return job

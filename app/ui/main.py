@@ -1,4 +1,4 @@
-"""`tailor-app`: the main window, wiring the panels to one worker that owns the core.
+"""The main window, wiring the panels to one worker that owns the core.
 
 Layout: the profile (documents, adapter status) on the left; on the right the
 first-run page until there is a profile, then Chat and Compare tabs. The
@@ -7,28 +7,22 @@ apply to both tabs.
 """
 from __future__ import annotations
 
-import os
-import sys
-import time
+from pathlib import Path
 
-_T0 = time.perf_counter()      # process-relative start, for the self-test's startup time
-
-from pathlib import Path  # noqa: E402
-
-from PySide6.QtCore import Qt, QTimer, Signal  # noqa: E402
-from PySide6.QtGui import QAction, QKeySequence, QPalette, QShortcut  # noqa: E402
-from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFrame, QHBoxLayout,  # noqa: E402
-                               QInputDialog, QLabel, QMainWindow, QPushButton, QSizePolicy, QSlider, QSplitter, QStackedWidget, QTabWidget, QToolBar,
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence, QPalette, QShortcut
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QHBoxLayout, QInputDialog, QLabel, QMainWindow,
+                               QPushButton, QSizePolicy, QSlider, QSplitter, QStackedWidget, QTabWidget, QToolBar,
                                QVBoxLayout, QWidget)
 
-from . import jobs  # noqa: E402
-from .chat import ChatView  # noqa: E402
-from .compare import CompareView  # noqa: E402
-from .profile import ProfilePanel  # noqa: E402
-from .qt import emit  # noqa: E402
-from .settings import SettingsDialog, migrate_qsettings_data_dir  # noqa: E402
-from .welcome import WelcomePage, sample_profile_dir  # noqa: E402
-from .worker import Runner  # noqa: E402
+from . import jobs
+from .chat import ChatView
+from .compare import CompareView
+from .profile import ProfilePanel
+from .qt import emit
+from .settings import SettingsDialog
+from .welcome import WelcomePage, sample_profile_dir
+from .worker import Runner
 
 SAVE_DELAY_MS = 600
 
@@ -364,34 +358,3 @@ class MainWindow(QMainWindow):
         self.profile.cancel_import()
         self.runner.shutdown()
         super().closeEvent(e)
-
-
-def _prepare_env(self_test: bool) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if self_test:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    else:      # the data directory chosen in Settings is read by app.paths.data_dir, as the CLI does
-        migrate_qsettings_data_dir()
-
-
-def main(argv: list[str] | None = None) -> int:
-    import multiprocessing
-    multiprocessing.freeze_support()   # a frozen build's document sandbox is a spawned copy of this program
-    argv = list(sys.argv if argv is None else argv)
-    self_test = "--self-test" in argv
-    _prepare_env(self_test)
-    if self_test:
-        from .selftest import run_self_test
-        threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv[:-1] else 0
-        sys.exit(run_self_test(_T0, threads=threads))
-    app = QApplication.instance() or QApplication(argv)
-    app.setApplicationName("Tailor")
-    app.setApplicationDisplayName("Tailor")
-    app.setOrganizationName("Tailor")
-    win = MainWindow()
-    win.show()
-    sys.exit(app.exec())
-
-
-if __name__ == "__main__":
-    main()

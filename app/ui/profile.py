@@ -284,7 +284,7 @@ class ProfilePanel(QWidget):
             emit(self.importFinished, out)
             if out["snapshot"]["settings"].get("watched"):
                 self.update_watcher()
-            if out["imported"] or (self.has_documents() and out["snapshot"]["adapter"] is None):
+            if out["snapshot"]["adapter_stale"]:       # the core's one rule (Tailor.adapter_stale)
                 self.regenerate()
 
         def failed(msg):
@@ -401,6 +401,7 @@ class ProfilePanel(QWidget):
             s = out["summary"]
             if s and s["imported"]:
                 self._show_summary(s)
+            if out["snapshot"]["adapter_stale"]:
                 self.regenerate()
         self.runner.submit(jobs.rescan_watched, done=done)
 
