@@ -17,6 +17,7 @@ from pathlib import Path
 
 
 from . import ingest, offline, retrieval
+from .base_model import BaseSpec, read_base_spec
 from .chunking import chunk_document
 from .embed import embed_chunks
 from .engine import GREEDY, Sampling
@@ -155,11 +156,10 @@ class Tailor:
         return verify_base_model(Path(self.settings.model_path) if self.settings.model_path else None)
 
     @property
-    def spec(self):
+    def spec(self) -> BaseSpec:
         with self._lock:
             if self._spec is None:
-                from .lora_gguf import read_base_spec
-                self._spec = read_base_spec(self.model_path)
+                self._spec = read_base_spec(self.model_path, cache_file=self.home / "cache" / "gguf-specs.json")
             return self._spec
 
     @property
@@ -186,7 +186,7 @@ class Tailor:
         with self._lock:
             if self._engine is None:
                 from .engine import Engine
-                eng = Engine(self.model_path, n_threads=self.settings.threads or None,
+                eng = Engine(self.model_path, spec=self.spec, n_threads=self.settings.threads or None,
                              n_gpu_layers=self.settings.gpu_layers)
                 latest = self.latest_adapter()
                 if latest is not None:

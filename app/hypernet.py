@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .lora_gguf import MODULE_TO_GGUF, BaseSpec, LoraAdapter
+from .base_model import BaseSpec
+from .lora_gguf import MODULE_TO_GGUF, LoraAdapter
 from .paths import assets_dir
 
 

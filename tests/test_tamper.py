@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from app.base_model import BaseSpec
 from app.cli import cli
 from app.core import Settings, Tailor
 from app.hypernet import INTEGRITY_KEY, Hypernet, HypernetError, default_hypernet_path, stamp_integrity
-from app.lora_gguf import AdapterError, BaseSpec, LoraAdapter, read_adapter, validate, write_adapter
+from app.lora_gguf import AdapterError, LoraAdapter, read_adapter, validate, write_adapter
 from app.models import DEFAULT_BASE, ModelError, verify_base_model
 from tests.conftest import BASE_GGUF
 
