@@ -9,6 +9,10 @@ of q_proj and k_proj so rope can rotate adjacent pairs. A LoRA trained in HF
 layout must have the rows of its q/k ``lora_b`` permuted the same way (``A``
 acts on the input side and stays). Without it the adapter loads fine and is
 silently wrong; tests/test_adapter_correctness.py proves the difference.
+
+Every GGUF file, base models included (app.base_model), goes through this
+module's bounded header walk before gguf's reader sees it: that reader trusts
+the header and can be made to loop by one damaged byte.
 """
 from __future__ import annotations
 
@@ -36,91 +40,6 @@ MAX_ADAPTER_BYTES = 512 * 1024 * 1024
 
 class AdapterError(RuntimeError):
     """An adapter file is unreadable, tampered with or made for another model."""
-
-
-_GGUF_SCALAR_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-MAX_GGUF_ARRAY = 1 << 22          # elements in one metadata array (a 256k vocabulary fits many times)
-
-
-def check_gguf_structure(path: Path) -> None:
-    """Walk a GGUF header with every length and count checked against the file size; ValueError if not sound.
-
-    gguf.GGUFReader trusts the header: with a damaged count it reads past the end of the file, gets empty
-    arrays, stops advancing and loops for up to 2**64 iterations, so one bad byte could hang the app. This
-    walk is bounded by the file size, so it runs before any GGUFReader sees a file."""
-    import mmap
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < 24:
-            raise ValueError("file is too short for a GGUF header")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            _walk_gguf(m, size)
-
-
-def _walk_gguf(m, size: int) -> None:
-    if m[:4] != b"GGUF":
-        raise ValueError("not a GGUF file (bad magic)")
-    order = ">" if struct.unpack_from("<I", m, 4)[0] & 0xFFFF == 0 else "<"     # byte-swapped files exist
-
-    def need(off: int, n: int) -> None:
-        if n < 0 or off + n > size:
-            raise ValueError(f"a header field at byte {off} runs past the end of the file")
-
-    def uint(off: int, fmt: str) -> int:
-        need(off, struct.calcsize(fmt))
-        return struct.unpack_from(order + fmt, m, off)[0]
-
-    def value(off: int, vtype: int, depth: int = 0) -> int:
-        if vtype == _GGUF_STRING:
-            n = uint(off, "Q")
-            need(off + 8, n)
-            return off + 8 + n
-        if vtype == _GGUF_ARRAY:
-            itype, count = uint(off, "I"), uint(off + 4, "Q")
-            off += 12
-            if depth > 2 or count > MAX_GGUF_ARRAY:
-                raise ValueError(f"implausible metadata array at byte {off - 12} ({count} elements)")
-            if itype in _GGUF_SCALAR_SIZE:
-                need(off, count * _GGUF_SCALAR_SIZE[itype])
-                return off + count * _GGUF_SCALAR_SIZE[itype]
-            for _ in range(count):
-                off = value(off, itype, depth + 1)
-            return off
-        if vtype not in _GGUF_SCALAR_SIZE:
-            raise ValueError(f"unknown metadata value type {vtype} at byte {off}")
-        need(off, _GGUF_SCALAR_SIZE[vtype])
-        return off + _GGUF_SCALAR_SIZE[vtype]
-
-    n_tensors, n_kv = uint(8, "Q"), uint(16, "Q")
-    if n_kv * 13 + n_tensors * 24 > size - 24:      # the smallest possible entries would not fit
-        raise ValueError(f"header claims {n_kv} metadata entries and {n_tensors} tensors; the file is too small")
-    off = 24
-    for _ in range(n_kv):
-        off = value(off, _GGUF_STRING)               # key
-        off = value(off + 4, uint(off, "I"))
-    for _ in range(n_tensors):
-        off = value(off, _GGUF_STRING)               # name
-        n_dims = uint(off, "I")
-        if n_dims > 4:
-            raise ValueError(f"tensor at byte {off} has {n_dims} dimensions (at most 4)")
-        need(off + 4, 8 * n_dims + 12)
-        off += 4 + 8 * n_dims + 12
-
-
-def rope_permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's row permutation for q/k (convert_hf_to_gguf.LlamaModel.permute)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def rope_unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
-    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def _rope_heads(module: str, spec: BaseSpec) -> int | None:
-    if spec.architecture != "llama":
-        return None
-    return {"q_proj": spec.n_head, "k_proj": spec.n_head_kv}.get(module)
 
 
 @dataclass
@@ -294,6 +213,91 @@ def validate(adapter: LoraAdapter, spec: BaseSpec) -> None:
                                f"the base model needs A{(rank, in_f)} B{(out_f, rank)}")
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             raise AdapterError(f"adapter tensor for layer {layer} {module} holds NaN or infinite values")
+
+
+def rope_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's row permutation for q/k (convert_hf_to_gguf.LlamaModel.permute)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def rope_unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _rope_heads(module: str, spec: BaseSpec) -> int | None:
+    if spec.architecture != "llama":
+        return None
+    return {"q_proj": spec.n_head, "k_proj": spec.n_head_kv}.get(module)
+
+
+_GGUF_SCALAR_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+MAX_GGUF_ARRAY = 1 << 22          # elements in one metadata array (a 256k vocabulary fits many times)
+
+
+def check_gguf_structure(path: Path) -> None:
+    """Walk a GGUF header with every length and count checked against the file size; ValueError if not sound.
+
+    gguf.GGUFReader trusts the header: with a damaged count it reads past the end of the file, gets empty
+    arrays, stops advancing and loops for up to 2**64 iterations, so one bad byte could hang the app. This
+    walk is bounded by the file size, so it runs before any GGUFReader sees a file."""
+    import mmap
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 24:
+            raise ValueError("file is too short for a GGUF header")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            _walk_gguf(m, size)
+
+
+def _walk_gguf(m, size: int) -> None:
+    if m[:4] != b"GGUF":
+        raise ValueError("not a GGUF file (bad magic)")
+    order = ">" if struct.unpack_from("<I", m, 4)[0] & 0xFFFF == 0 else "<"     # byte-swapped files exist
+
+    def need(off: int, n: int) -> None:
+        if n < 0 or off + n > size:
+            raise ValueError(f"a header field at byte {off} runs past the end of the file")
+
+    def uint(off: int, fmt: str) -> int:
+        need(off, struct.calcsize(fmt))
+        return struct.unpack_from(order + fmt, m, off)[0]
+
+    def value(off: int, vtype: int, depth: int = 0) -> int:
+        if vtype == _GGUF_STRING:
+            n = uint(off, "Q")
+            need(off + 8, n)
+            return off + 8 + n
+        if vtype == _GGUF_ARRAY:
+            itype, count = uint(off, "I"), uint(off + 4, "Q")
+            off += 12
+            if depth > 2 or count > MAX_GGUF_ARRAY:
+                raise ValueError(f"implausible metadata array at byte {off - 12} ({count} elements)")
+            if itype in _GGUF_SCALAR_SIZE:
+                need(off, count * _GGUF_SCALAR_SIZE[itype])
+                return off + count * _GGUF_SCALAR_SIZE[itype]
+            for _ in range(count):
+                off = value(off, itype, depth + 1)
+            return off
+        if vtype not in _GGUF_SCALAR_SIZE:
+            raise ValueError(f"unknown metadata value type {vtype} at byte {off}")
+        need(off, _GGUF_SCALAR_SIZE[vtype])
+        return off + _GGUF_SCALAR_SIZE[vtype]
+
+    n_tensors, n_kv = uint(8, "Q"), uint(16, "Q")
+    if n_kv * 13 + n_tensors * 24 > size - 24:      # the smallest possible entries would not fit
+        raise ValueError(f"header claims {n_kv} metadata entries and {n_tensors} tensors; the file is too small")
+    off = 24
+    for _ in range(n_kv):
+        off = value(off, _GGUF_STRING)               # key
+        off = value(off + 4, uint(off, "I"))
+    for _ in range(n_tensors):
+        off = value(off, _GGUF_STRING)               # name
+        n_dims = uint(off, "I")
+        if n_dims > 4:
+            raise ValueError(f"tensor at byte {off} has {n_dims} dimensions (at most 4)")
+        need(off + 4, 8 * n_dims + 12)
+        off += 4 + 8 * n_dims + 12
 
 
 def now_iso() -> str:
