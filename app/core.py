@@ -15,11 +15,12 @@ from pathlib import Path
 
 from . import adapters, importer, offline, retrieval
 from .adapters import KEEP_ADAPTERS, AdaptResult, ForgetResult  # noqa: F401 (the façade's types)
+from .base_model import BaseSpec, read_base_spec
 from .embed import embed_chunks
 from .engine import GREEDY, Sampling
 from .importer import MAX_PROFILE_CHUNKS, ImportSummary  # noqa: F401 (the façade's types)
 from .log import close_logging, log, setup_logging
-from .lora_gguf import AdapterError, now_iso, write_adapter
+from .lora_gguf import AdapterError, now_iso, read_adapter, write_adapter
 from .models import verify_base_model
 from .paths import PROFILES_DIR, data_dir, ensure_private_dir
 from .profile import profile_vector
@@ -89,11 +90,10 @@ class Tailor:
         return verify_base_model(Path(self.settings.model_path) if self.settings.model_path else None)
 
     @property
-    def spec(self):
+    def spec(self) -> BaseSpec:
         with self._lock:
             if self._spec is None:
-                from .lora_gguf import read_base_spec
-                self._spec = read_base_spec(self.model_path)
+                self._spec = read_base_spec(self.model_path, cache_file=self.home / "cache" / "gguf-specs.json")
             return self._spec
 
     @property
@@ -120,7 +120,7 @@ class Tailor:
         with self._lock:
             if self._engine is None:
                 from .engine import Engine
-                eng = Engine(self.model_path, n_threads=self.settings.threads or None,
+                eng = Engine(self.model_path, spec=self.spec, n_threads=self.settings.threads or None,
                              n_gpu_layers=self.settings.gpu_layers)
                 latest = self.latest_adapter()
                 if latest is not None:
@@ -225,7 +225,6 @@ class Tailor:
             if load or (load is None and self._engine is not None):
                 self.engine.set_adapter(path, self.settings.scale if self.settings.use_adapter else 0.0)
             else:
-                from .lora_gguf import read_adapter
                 read_adapter(path, self.spec)      # validate now even when no model is loaded
         except Exception:
             path.unlink(missing_ok=True)

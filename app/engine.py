@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .lora_gguf import AdapterError, read_adapter, read_base_spec
+from .base_model import BaseSpec, read_base_spec
+from .lora_gguf import AdapterError, read_adapter
 from .models import ModelError
 from .prompts import render_chat
 
@@ -56,12 +57,14 @@ class Generation:
 class Engine:
     loads = 0   # how many times any Engine loaded a base model (tests check hot swap never reloads)
 
-    def __init__(self, model_path: Path, *, n_ctx: int = 2048, n_threads: int | None = None,
-                 n_gpu_layers: int = 0, logits_all: bool = False):
+    def __init__(self, model_path: Path, *, spec: BaseSpec | None = None, n_ctx: int = 2048,
+                 n_threads: int | None = None, n_gpu_layers: int = 0, logits_all: bool = False):
+        """``spec``: the model's shapes when the caller has them already (the core reads them through its
+        disk cache, which saves seconds at start); without it they are read here, for this process only."""
         import llama_cpp
         self._llama_cpp = llama_cpp
         self.model_path = Path(model_path)
-        self.spec = read_base_spec(self.model_path)
+        self.spec = spec if spec is not None else read_base_spec(self.model_path)
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(self.model_path), n_ctx=n_ctx, n_threads=n_threads or max(1, os.cpu_count() or 1),

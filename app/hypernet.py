@@ -1,18 +1,19 @@
 """Run the shipped ONNX hypernetwork: profile vector -> LoRA adapter (HF layout).
 
-The ONNX file carries its own contract in metadata (pooling, rank, alpha,
-target modules, base-model fingerprint). A hypernetwork made for another base
+The ONNX file carries its own contract in metadata (app.hypernet_meta: pooling,
+rank, alpha, target modules, base-model fingerprint). A hypernetwork made for another base
 model is refused here, before it can produce an adapter that loads and is wrong.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .lora_gguf import MODULE_TO_GGUF, BaseSpec, LoraAdapter
+from .base_model import BaseSpec
+from .hypernet_meta import FORMAT, HypernetMeta, HypernetMetaError
+from .lora_gguf import LoraAdapter
 from .paths import assets_dir
 
 
@@ -97,27 +98,22 @@ class Hypernet:
             raise HypernetError(f"hypernetwork {self.path} cannot be loaded ({' '.join(str(exc).split())[:300]}); "
                                 "the file is damaged — reinstall Tailor") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("format") != "tailor-hypernet/1":
+        if meta.get("format") != FORMAT:
             raise HypernetError(f"{self.path} is not a Tailor hypernetwork (format={meta.get('format')!r})")
         if INTEGRITY_KEY in meta and not stamped:
             raise HypernetError(f"hypernetwork {self.path} was modified after it was stamped (SHA-256 stamp "
                                 "is not at the end of the file); reinstall Tailor or export it again")
-        self.meta = meta
+        self.meta = meta                 # the strings as stored, integrity stamp included
         try:
-            self.id = meta["hypernet_id"]
-            self.pooling = meta["pooling"]
-            self.input_dim = int(meta["input_dim"])
-            self.rank = int(meta["rank"])
-            self.alpha = float(meta["alpha"])
-            self.modules = meta["target_modules"].split(",")
-            self.base_fingerprint = meta["base_fingerprint"]
-            self.embedder_id = meta["embedder_id"]
-            unknown = set(self.modules) - set(MODULE_TO_GGUF)
-            if unknown:
-                raise ValueError(f"unknown target modules {sorted(unknown)}")
-        except (KeyError, ValueError) as exc:
-            raise HypernetError(f"hypernetwork {self.path} has incomplete metadata ({type(exc).__name__}: {exc}); "
+            self.contract = HypernetMeta.from_onnx_metadata(meta)
+        except HypernetMetaError as exc:
+            raise HypernetError(f"hypernetwork {self.path} has incomplete metadata ({exc}); "
                                 "reinstall Tailor or export it again") from exc
+        c = self.contract
+        self.id, self.pooling, self.input_dim, self.rank, self.alpha = \
+            c.hypernet_id, c.pooling, c.input_dim, c.rank, c.alpha
+        self.modules = list(c.target_modules)
+        self.base_fingerprint, self.embedder_id = c.base_fingerprint, c.embedder_id
         from .models import EMBEDDER_ID
         if self.embedder_id != EMBEDDER_ID:        # its input would be another model's embeddings: wrong, silently
             raise HypernetError(f"hypernetwork {self.path.name} expects profiles embedded with {self.embedder_id}, "
@@ -154,7 +150,3 @@ class Hypernet:
         keep = ("hypernet_id", "pooling", "rank", "alpha", "target_modules", "training_steps", "dev_nll",
                 "training_data_sha256", "base_fingerprint", "embedder_id")
         return {"path": str(self.path), **{k: self.meta.get(k) for k in keep}}
-
-
-def io_spec(meta: dict) -> dict:
-    return json.loads(meta["io"])

@@ -9,18 +9,25 @@ of q_proj and k_proj so rope can rotate adjacent pairs. A LoRA trained in HF
 layout must have the rows of its q/k ``lora_b`` permuted the same way (``A``
 acts on the input side and stays). Without it the adapter loads fine and is
 silently wrong; tests/test_adapter_correctness.py proves the difference.
+
+Every GGUF file, base models included (app.base_model), goes through this
+module's bounded header walk before gguf's reader sees it: that reader trusts
+the header and can be made to loop by one damaged byte.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import struct
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:      # app.base_model reads GGUF headers with this module: a runtime import would be a cycle
+    from .base_model import BaseSpec
 
 # HF module name -> llama.cpp tensor base name
 MODULE_TO_GGUF = {
@@ -33,212 +40,6 @@ MAX_ADAPTER_BYTES = 512 * 1024 * 1024
 
 class AdapterError(RuntimeError):
     """An adapter file is unreadable, tampered with or made for another model."""
-
-
-@dataclass(frozen=True)
-class BaseSpec:
-    """The shapes of a base model that an adapter must fit."""
-    architecture: str
-    n_layer: int
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    n_ff: int
-    n_vocab: int
-    tokenizer_sha: str
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    def module_shape(self, module: str) -> tuple[int, int]:
-        """(out_features, in_features) of a projection, as in HF's nn.Linear."""
-        kv = self.n_head_kv * self.head_dim
-        return {
-            "q_proj": (self.n_embd, self.n_embd), "k_proj": (kv, self.n_embd), "v_proj": (kv, self.n_embd),
-            "o_proj": (self.n_embd, self.n_embd), "gate_proj": (self.n_ff, self.n_embd),
-            "up_proj": (self.n_ff, self.n_embd), "down_proj": (self.n_embd, self.n_ff),
-        }[module]
-
-    def fingerprint(self) -> str:
-        """Identifies the model family an adapter or hypernetwork is made for.
-
-        Structural (shapes + tokenizer), not the file hash, so another
-        quantization of the same model is accepted; the bundled file's own
-        integrity is checked separately against its pinned SHA-256.
-        """
-        blob = json.dumps(self.__dict__, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-
-_GGUF_SCALAR_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-MAX_GGUF_ARRAY = 1 << 22          # elements in one metadata array (a 256k vocabulary fits many times)
-
-
-def check_gguf_structure(path: Path) -> None:
-    """Walk a GGUF header with every length and count checked against the file size; ValueError if not sound.
-
-    gguf.GGUFReader trusts the header: with a damaged count it reads past the end of the file, gets empty
-    arrays, stops advancing and loops for up to 2**64 iterations, so one bad byte could hang the app. This
-    walk is bounded by the file size, so it runs before any GGUFReader sees a file."""
-    import mmap
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < 24:
-            raise ValueError("file is too short for a GGUF header")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            _walk_gguf(m, size)
-
-
-def _walk_gguf(m, size: int) -> None:
-    if m[:4] != b"GGUF":
-        raise ValueError("not a GGUF file (bad magic)")
-    order = ">" if struct.unpack_from("<I", m, 4)[0] & 0xFFFF == 0 else "<"     # byte-swapped files exist
-
-    def need(off: int, n: int) -> None:
-        if n < 0 or off + n > size:
-            raise ValueError(f"a header field at byte {off} runs past the end of the file")
-
-    def uint(off: int, fmt: str) -> int:
-        need(off, struct.calcsize(fmt))
-        return struct.unpack_from(order + fmt, m, off)[0]
-
-    def value(off: int, vtype: int, depth: int = 0) -> int:
-        if vtype == _GGUF_STRING:
-            n = uint(off, "Q")
-            need(off + 8, n)
-            return off + 8 + n
-        if vtype == _GGUF_ARRAY:
-            itype, count = uint(off, "I"), uint(off + 4, "Q")
-            off += 12
-            if depth > 2 or count > MAX_GGUF_ARRAY:
-                raise ValueError(f"implausible metadata array at byte {off - 12} ({count} elements)")
-            if itype in _GGUF_SCALAR_SIZE:
-                need(off, count * _GGUF_SCALAR_SIZE[itype])
-                return off + count * _GGUF_SCALAR_SIZE[itype]
-            for _ in range(count):
-                off = value(off, itype, depth + 1)
-            return off
-        if vtype not in _GGUF_SCALAR_SIZE:
-            raise ValueError(f"unknown metadata value type {vtype} at byte {off}")
-        need(off, _GGUF_SCALAR_SIZE[vtype])
-        return off + _GGUF_SCALAR_SIZE[vtype]
-
-    n_tensors, n_kv = uint(8, "Q"), uint(16, "Q")
-    if n_kv * 13 + n_tensors * 24 > size - 24:      # the smallest possible entries would not fit
-        raise ValueError(f"header claims {n_kv} metadata entries and {n_tensors} tensors; the file is too small")
-    off = 24
-    for _ in range(n_kv):
-        off = value(off, _GGUF_STRING)               # key
-        off = value(off + 4, uint(off, "I"))
-    for _ in range(n_tensors):
-        off = value(off, _GGUF_STRING)               # name
-        n_dims = uint(off, "I")
-        if n_dims > 4:
-            raise ValueError(f"tensor at byte {off} has {n_dims} dimensions (at most 4)")
-        need(off + 4, 8 * n_dims + 12)
-        off += 4 + 8 * n_dims + 12
-
-
-_SPEC_CACHE: dict[tuple[str, int, int], BaseSpec] = {}
-
-
-def read_base_spec(gguf_path: Path) -> BaseSpec:
-    """The base model's shapes, parsed once per file version.
-
-    Parsing costs 2-5 s (gguf reads ~100k vocabulary strings), which every `tailor` command would pay
-    at start; so the result is also kept on disk, keyed like the in-process cache by (path, size,
-    mtime). The file's integrity is not taken from this cache: the bundled model is checked against
-    its pinned SHA-256 separately."""
-    from .paths import file_version
-    try:
-        key = file_version(gguf_path)
-    except OSError as exc:
-        raise AdapterError(f"{gguf_path} cannot be read ({exc.strerror})") from exc
-    if key not in _SPEC_CACHE:
-        disk, disk_key = _spec_disk_cache(), json.dumps(key)
-        spec = _spec_from_cache(disk.get(disk_key))
-        if spec is None:
-            spec = _read_base_spec(gguf_path)
-            disk[disk_key] = asdict(spec)
-            _write_spec_disk_cache(disk)
-        _SPEC_CACHE[key] = spec
-    return _SPEC_CACHE[key]
-
-
-def _spec_from_cache(stored) -> BaseSpec | None:
-    """A cached spec, or None if absent or not exactly BaseSpec's fields and types (then parse again)."""
-    from dataclasses import fields
-    if not isinstance(stored, dict) or set(stored) != {f.name for f in fields(BaseSpec)}:
-        return None
-    if not all(type(stored[f.name]).__name__ == f.type for f in fields(BaseSpec)):
-        return None
-    return BaseSpec(**stored)
-
-
-def _spec_cache_file() -> Path:
-    from .paths import data_dir
-    return data_dir() / "cache" / "gguf-specs.json"
-
-
-def _spec_disk_cache() -> dict:
-    try:
-        data = json.loads(_spec_cache_file().read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):            # missing or damaged: it is only a cache
-        return {}
-
-
-def _write_spec_disk_cache(data: dict) -> None:
-    path = _spec_cache_file()
-    try:
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(dict(list(data.items())[-16:])))     # a few models at most
-        tmp.replace(path)
-    except OSError:
-        pass                                 # read-only data dir: parse again next time
-
-
-def _read_base_spec(gguf_path: Path) -> BaseSpec:
-    import gguf
-    try:
-        check_gguf_structure(gguf_path)
-        reader = gguf.GGUFReader(str(gguf_path))
-    except Exception as exc:
-        raise AdapterError(f"{gguf_path} is not a readable GGUF file ({exc})") from exc
-
-    def get(key):
-        f = reader.fields.get(key)
-        if f is None:
-            raise AdapterError(f"{gguf_path}: missing GGUF key {key}")
-        return f.contents()
-
-    arch = get("general.architecture")
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    tok_sha = hashlib.sha256("\n".join(tokens.contents()).encode()).hexdigest()[:16] if tokens else ""
-    n_vocab = reader.fields.get(f"{arch}.vocab_size")
-    return BaseSpec(
-        architecture=arch, n_layer=int(get(f"{arch}.block_count")), n_embd=int(get(f"{arch}.embedding_length")),
-        n_head=int(get(f"{arch}.attention.head_count")), n_head_kv=int(get(f"{arch}.attention.head_count_kv")),
-        n_ff=int(get(f"{arch}.feed_forward_length")),
-        n_vocab=int(n_vocab.contents()) if n_vocab else len(tokens.contents()), tokenizer_sha=tok_sha)
-
-
-def rope_permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's row permutation for q/k (convert_hf_to_gguf.LlamaModel.permute)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def rope_unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
-    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def _rope_heads(module: str, spec: BaseSpec) -> int | None:
-    if spec.architecture != "llama":
-        return None
-    return {"q_proj": spec.n_head, "k_proj": spec.n_head_kv}.get(module)
 
 
 @dataclass
@@ -412,6 +213,91 @@ def validate(adapter: LoraAdapter, spec: BaseSpec) -> None:
                                f"the base model needs A{(rank, in_f)} B{(out_f, rank)}")
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             raise AdapterError(f"adapter tensor for layer {layer} {module} holds NaN or infinite values")
+
+
+def rope_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's row permutation for q/k (convert_hf_to_gguf.LlamaModel.permute)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def rope_unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _rope_heads(module: str, spec: BaseSpec) -> int | None:
+    if spec.architecture != "llama":
+        return None
+    return {"q_proj": spec.n_head, "k_proj": spec.n_head_kv}.get(module)
+
+
+_GGUF_SCALAR_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+MAX_GGUF_ARRAY = 1 << 22          # elements in one metadata array (a 256k vocabulary fits many times)
+
+
+def check_gguf_structure(path: Path) -> None:
+    """Walk a GGUF header with every length and count checked against the file size; ValueError if not sound.
+
+    gguf.GGUFReader trusts the header: with a damaged count it reads past the end of the file, gets empty
+    arrays, stops advancing and loops for up to 2**64 iterations, so one bad byte could hang the app. This
+    walk is bounded by the file size, so it runs before any GGUFReader sees a file."""
+    import mmap
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 24:
+            raise ValueError("file is too short for a GGUF header")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            _walk_gguf(m, size)
+
+
+def _walk_gguf(m, size: int) -> None:
+    if m[:4] != b"GGUF":
+        raise ValueError("not a GGUF file (bad magic)")
+    order = ">" if struct.unpack_from("<I", m, 4)[0] & 0xFFFF == 0 else "<"     # byte-swapped files exist
+
+    def need(off: int, n: int) -> None:
+        if n < 0 or off + n > size:
+            raise ValueError(f"a header field at byte {off} runs past the end of the file")
+
+    def uint(off: int, fmt: str) -> int:
+        need(off, struct.calcsize(fmt))
+        return struct.unpack_from(order + fmt, m, off)[0]
+
+    def value(off: int, vtype: int, depth: int = 0) -> int:
+        if vtype == _GGUF_STRING:
+            n = uint(off, "Q")
+            need(off + 8, n)
+            return off + 8 + n
+        if vtype == _GGUF_ARRAY:
+            itype, count = uint(off, "I"), uint(off + 4, "Q")
+            off += 12
+            if depth > 2 or count > MAX_GGUF_ARRAY:
+                raise ValueError(f"implausible metadata array at byte {off - 12} ({count} elements)")
+            if itype in _GGUF_SCALAR_SIZE:
+                need(off, count * _GGUF_SCALAR_SIZE[itype])
+                return off + count * _GGUF_SCALAR_SIZE[itype]
+            for _ in range(count):
+                off = value(off, itype, depth + 1)
+            return off
+        if vtype not in _GGUF_SCALAR_SIZE:
+            raise ValueError(f"unknown metadata value type {vtype} at byte {off}")
+        need(off, _GGUF_SCALAR_SIZE[vtype])
+        return off + _GGUF_SCALAR_SIZE[vtype]
+
+    n_tensors, n_kv = uint(8, "Q"), uint(16, "Q")
+    if n_kv * 13 + n_tensors * 24 > size - 24:      # the smallest possible entries would not fit
+        raise ValueError(f"header claims {n_kv} metadata entries and {n_tensors} tensors; the file is too small")
+    off = 24
+    for _ in range(n_kv):
+        off = value(off, _GGUF_STRING)               # key
+        off = value(off + 4, uint(off, "I"))
+    for _ in range(n_tensors):
+        off = value(off, _GGUF_STRING)               # name
+        n_dims = uint(off, "I")
+        if n_dims > 4:
+            raise ValueError(f"tensor at byte {off} has {n_dims} dimensions (at most 4)")
+        need(off + 4, 8 * n_dims + 12)
+        off += 4 + 8 * n_dims + 12
 
 
 def now_iso() -> str:

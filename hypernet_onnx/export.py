@@ -9,11 +9,11 @@ Outputs: ``{module}.lora_a`` float32 (L, r, in), ``{module}.lora_b`` float32 (L,
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
+from app.hypernet_meta import HypernetMeta
 from app.models import EMBEDDER_ID
 from hypernet_onnx.model import HyperConfig, HyperNet
 
@@ -35,33 +35,24 @@ def load_checkpoint(path: Path) -> tuple[HyperNet, dict]:
     return hyper.eval(), st
 
 
-def metadata(st: dict) -> dict[str, str]:
+def metadata(st: dict) -> HypernetMeta:
     cfg = HyperConfig.from_dict(st["hyper_config"])
     hc = cfg.to_dict()
     rank = cfg.out_rank          # a residual design emits its shared LoRA and its residual side by side
     alpha = cfg.alpha * rank / cfg.rank     # so llama.cpp's scale alpha / rank stays the one trained with
     log = st.get("log") or [{}]
     best = min((r for r in log if "dev" in r), key=lambda r: r["dev"], default={})
-    return {
-        "format": "tailor-hypernet/1",
-        "hypernet_id": f"{st['train_config']['name']}-s{st['step']}-{st['data_hash'][:8]}",
-        "base_fingerprint": st["base_fingerprint"],
-        "embedder_id": EMBEDDER_ID,
-        "pooling": hc["pooling"],
-        "input_dim": str(hc["input_dim"]),
-        "rank": str(rank),
-        "alpha": str(alpha),
-        "target_modules": ",".join(hc["modules"]),
-        "n_layers": str(hc["n_layers"]),
-        "training_data_sha256": st["data_hash"],
-        "training_steps": str(st["step"]),
-        "dev_nll": f"{best.get('dev', float('nan')):.4f}",
-        "io": json.dumps({"inputs": {"profile": [1, hc["input_dim"]]},
-                          "outputs": {f"{m}.lora_{x}": ([hc["n_layers"], rank, hc["shapes"][m][1]] if x == "a"
-                                                        else [hc["n_layers"], hc["shapes"][m][0], rank])
-                                      for m in hc["modules"] for x in "ab"}}),
-        "config": json.dumps(hc),
-    }
+    return HypernetMeta(
+        hypernet_id=f"{st['train_config']['name']}-s{st['step']}-{st['data_hash'][:8]}",
+        base_fingerprint=st["base_fingerprint"], embedder_id=EMBEDDER_ID, pooling=hc["pooling"],
+        input_dim=hc["input_dim"], rank=rank, alpha=alpha, target_modules=tuple(hc["modules"]),
+        n_layers=hc["n_layers"], training_data_sha256=st["data_hash"], training_steps=st["step"],
+        dev_nll=best.get("dev", float("nan")),
+        io={"inputs": {"profile": [1, hc["input_dim"]]},
+            "outputs": {f"{m}.lora_{x}": ([hc["n_layers"], rank, hc["shapes"][m][1]] if x == "a"
+                                          else [hc["n_layers"], hc["shapes"][m][0], rank])
+                        for m in hc["modules"] for x in "ab"}},
+        config=hc)
 
 
 def slim(ckpt: Path, out: Path) -> Path:
@@ -85,7 +76,7 @@ def export(ckpt: Path, out: Path) -> Path:
         torch.onnx.export(_Single(hyper), (dummy,), str(tmp), input_names=["profile"], output_names=names,
                           opset_version=17, dynamo=False)
     model = onnx.load(str(tmp))
-    for k, v in metadata(st).items():
+    for k, v in metadata(st).to_onnx_metadata().items():
         model.metadata_props.add(key=k, value=v)
     onnx.save(model, str(out))
     tmp.unlink()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from app.lora_gguf import LoraAdapter, read_base_spec, write_adapter
+from app.base_model import read_base_spec
+from app.lora_gguf import LoraAdapter, write_adapter
 from app.models import default_base_model_path
 from hypernet_onnx.export import load_checkpoint
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from app.lora_gguf import BaseSpec
+from app.base_model import BaseSpec
 from app.profile import input_dim
 from hypernet_onnx import data as D
 from hypernet_onnx.stats import paired_bootstrap
@@ -86,7 +86,7 @@ class TrainConfig:
 def load_base(cfg: TrainConfig):
     """(model, tokenizer, chat_template, BaseSpec) with frozen weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from app.lora_gguf import read_base_spec
+    from app.base_model import read_base_spec
     gguf_path = REPO / "models/SmolLM2-135M-Instruct.Q4_1.gguf" if cfg.base_gguf == "tiny-random" else REPO / cfg.base_gguf
     tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     spec = read_base_spec(gguf_path)

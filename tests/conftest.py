@@ -54,7 +54,7 @@ def home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def spec():
-    from app.lora_gguf import read_base_spec
+    from app.base_model import read_base_spec
     return read_base_spec(BASE_GGUF)
 
 

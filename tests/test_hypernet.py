@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.hypernet import Hypernet, HypernetError
+from app.hypernet import INTEGRITY_KEY, Hypernet, HypernetError, default_hypernet_path
+from app.hypernet_meta import HypernetMeta, HypernetMetaError
 from hypernet_onnx.export import export
 from hypernet_onnx.model import BatchedLoRA, HyperConfig, HyperNet
 
@@ -116,3 +117,60 @@ def test_residual_design_exports_one_adapter_with_the_trained_scale(tmp_path, sp
         want = h.scale * (ref[m][1][0, layer] @ ref[m][0][0, layer]).numpy()
         got = ad.scale * (b @ a)
         assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), (layer, m)
+
+
+# --- the metadata contract (app.hypernet_meta) between the export and the app ----------------------------------
+
+def _meta(**kw):
+    fields = dict(hypernet_id="small-s7-abcdef01", base_fingerprint="ddc40305d3a862a0",
+                  embedder_id="sentence-transformers/all-MiniLM-L6-v2", pooling="mean", input_dim=384, rank=8,
+                  alpha=16.0, target_modules=("q_proj", "v_proj"), n_layers=30,
+                  training_data_sha256="abcdef0123456789", training_steps=7, dev_nll=1.5,
+                  io={"inputs": {"profile": [1, 384]}, "outputs": {"q_proj.lora_a": [30, 8, 576]}},
+                  config={"input_dim": 384, "modules": ["q_proj", "v_proj"], "alpha": 16.0})
+    return HypernetMeta(**{**fields, **kw})
+
+
+def test_metadata_round_trips_through_the_onnx_strings():
+    meta = _meta()
+    strings = meta.to_onnx_metadata()
+    assert all(isinstance(v, str) for v in strings.values())
+    assert {k: strings[k] for k in ("format", "rank", "alpha", "target_modules", "training_steps", "dev_nll")} == \
+        {"format": "tailor-hypernet/1", "rank": "8", "alpha": "16.0", "target_modules": "q_proj,v_proj",
+         "training_steps": "7", "dev_nll": "1.5000"}
+    assert HypernetMeta.from_onnx_metadata(strings) == meta
+
+
+def test_the_shipped_hypernets_metadata_is_the_contract_unchanged():
+    """Parsing the shipped file and writing it back gives its strings exactly: same keys, same formats."""
+    onnx = pytest.importorskip("onnx")
+    stored = {p.key: p.value for p in onnx.load(str(default_hypernet_path())).metadata_props}
+    stored.pop(INTEGRITY_KEY)
+    meta = HypernetMeta.from_onnx_metadata(stored)
+    assert meta.rank == 8 and meta.target_modules == ("q_proj", "v_proj") and meta.training_steps > 0
+    assert meta.to_onnx_metadata() == stored
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"rank": None}, r"missing key 'rank'"),
+    ({"rank": "eight"}, r"'rank' is not an integer: 'eight'"),
+    ({"input_dim": "384.0"}, r"'input_dim' is not an integer: '384.0'"),
+    ({"alpha": "sixteen"}, r"'alpha' is not a number: 'sixteen'"),
+    ({"target_modules": "q_proj,lm_head"}, r"'target_modules' has unknown modules \['lm_head'\]"),
+    ({"io": "[1, 2]"}, r"'io' is not a JSON object"),
+    ({"format": "tailor-hypernet/2"}, r"'format' is 'tailor-hypernet/2'"),
+])
+def test_a_missing_or_malformed_key_is_named(change, error):
+    strings = _meta().to_onnx_metadata()
+    strings.update({k: v for k, v in change.items() if v is not None})
+    for k in [k for k, v in change.items() if v is None]:
+        del strings[k]
+    with pytest.raises(HypernetMetaError, match=error):
+        HypernetMeta.from_onnx_metadata(strings)
+
+
+def test_the_app_sees_the_metadata_the_export_wrote(exported, spec):
+    _, path = exported
+    hn = Hypernet(path, spec)
+    assert hn.contract.to_onnx_metadata() == {k: v for k, v in hn.meta.items() if k != INTEGRITY_KEY}
+    assert (hn.id, hn.rank, hn.alpha, hn.modules) == (hn.contract.hypernet_id, 8, 16.0, ["q_proj", "v_proj"])

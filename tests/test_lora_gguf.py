@@ -97,27 +97,3 @@ def test_failed_write_leaves_previous_file(tmp_path, spec):
     assert good.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.gguf"]      # no temp file left behind
 
-
-def test_base_spec_is_parsed_once_per_file_version(tmp_path, home, monkeypatch, spec):
-    import os
-    import shutil
-    from app import lora_gguf as L
-    from tests.conftest import BASE_GGUF
-    model = tmp_path / "base.gguf"
-    shutil.copyfile(BASE_GGUF, model)
-    parses = []
-    real = L._read_base_spec
-    monkeypatch.setattr(L, "_read_base_spec", lambda p: parses.append(p) or real(p))
-    assert L.read_base_spec(model) == spec and len(parses) == 1
-    L._SPEC_CACHE.clear()                           # a new process: the disk cache answers
-    assert L.read_base_spec(model) == spec and len(parses) == 1
-    os.utime(model, ns=(1, 1))                      # the file changed: parsed again
-    L._SPEC_CACHE.clear()
-    assert L.read_base_spec(model) == spec and len(parses) == 2
-    cache = home / "cache" / "gguf-specs.json"
-    cache.write_text(cache.read_text().replace('"n_layer": 30', '"n_layer": "30"'))   # damaged entry
-    L._SPEC_CACHE.clear()
-    assert L.read_base_spec(model) == spec and len(parses) == 3
-    cache.write_text("{not json")
-    L._SPEC_CACHE.clear()
-    assert L.read_base_spec(model) == spec and len(parses) == 4

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from app.base_model import BaseSpec
 from app.cli import cli
 from app.core import Settings, Tailor
 from app.hypernet import INTEGRITY_KEY, Hypernet, HypernetError, default_hypernet_path, stamp_integrity
-from app.lora_gguf import AdapterError, BaseSpec, LoraAdapter, read_adapter, validate, write_adapter
+from app.lora_gguf import AdapterError, LoraAdapter, read_adapter, validate, write_adapter
 from app.models import DEFAULT_BASE, ModelError, verify_base_model
 from tests.conftest import BASE_GGUF
 
@@ -143,13 +144,13 @@ def test_garbage_and_foreign_hypernets_are_refused(tmp_path, spec):
         Hypernet(variant("other-base.onnx", base_fingerprint="0123456789abcdef"), spec)
     with pytest.raises(HypernetError, match="not a Tailor hypernetwork"):
         Hypernet(variant("no-format.onnx", format=None), spec)
-    with pytest.raises(HypernetError, match="incomplete metadata"):
+    with pytest.raises(HypernetError, match=r"incomplete metadata \(missing key 'rank'\)"):
         Hypernet(variant("no-rank.onnx", rank=None), spec)
-    with pytest.raises(HypernetError, match="incomplete metadata"):
+    with pytest.raises(HypernetError, match=r"incomplete metadata .*unknown modules \['lm_head'\]"):
         Hypernet(variant("bad-modules.onnx", target_modules="q_proj,lm_head"), spec)
     with pytest.raises(HypernetError, match="expects profiles embedded with intfloat/e5-small"):
         Hypernet(variant("other-embedder.onnx", embedder_id="intfloat/e5-small"), spec)
-    with pytest.raises(HypernetError, match="incomplete metadata"):
+    with pytest.raises(HypernetError, match=r"incomplete metadata \(missing key 'embedder_id'\)"):
         Hypernet(variant("no-embedder.onnx", embedder_id=None), spec)
 
 
