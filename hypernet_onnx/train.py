@@ -15,7 +15,6 @@ exactly (same example order, optimizer and RNG state).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 
 from app.lora_gguf import BaseSpec
 from app.profile import input_dim
+from hypernet_onnx import caches as C
 from hypernet_onnx import data as D
 from hypernet_onnx.stats import paired_bootstrap
 from hypernet_onnx.model import HyperConfig, HyperNet, attach_lora, count_params, set_lora
@@ -172,16 +172,6 @@ def example_losses(model, input_ids, mask, loss_mask) -> torch.Tensor:
     return (nll * lm).sum(1) / lm.sum(1).clamp(min=1)
 
 
-@dataclass
-class Split:
-    """An evaluation set: its examples, their token ids, whose profile stands in as 'shuffled' for each user,
-    and the frozen base model's per-example NLL (computed once)."""
-    examples: list[D.Example]
-    items: list[tuple[list[int], int]]
-    shuffled: dict[str, str]
-    base: np.ndarray | None = None
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, data_dir: Path = D.DATA_DIR):
         from accelerate import Accelerator
@@ -203,29 +193,13 @@ class Trainer:
             self.hyper.set_shared(shared, frozen=True)
         self.wrappers = attach_lora(self.model, tuple(cfg.modules))
 
-        paths = {"train": data_dir / cfg.train_data, "dev": data_dir / cfg.dev_data}
-        counts = {"train": cfg.train_users, "dev": cfg.dev_users}
-        if cfg.extra_data:
-            paths["extra"], counts["extra"] = data_dir / cfg.extra_data, cfg.extra_users or None
-        if cfg.ood_data:
-            paths["ood"], counts["ood"] = data_dir / cfg.ood_data, cfg.ood_users or None
-        self.data_hash = D.file_hash(paths["train"])
-        users = {k: D.load_users(p, counts[k]) for k, p in paths.items()}
-        train_users = users["train"] + users.get("extra", [])
-        self.profiles = self._profiles(paths, users)
-        if cfg.standardize:
-            vecs = torch.tensor(np.stack([self.profiles[u["user"]] for u in train_users]))       # (N, P)
-            self.hyper.set_input_stats(vecs.mean(0), vecs.std(0))
-        self.train = D.examples(train_users) + (D.loo_examples(train_users) if cfg.loo else [])
-        self.train_ids = sorted({e.user for e in self.train})
-        if cfg.contrast > 0 and len(self.train_ids) < 2:
-            raise SystemExit("contrast needs at least two training users")
-        self.tokens = D.TokenCache(D.CACHE_DIR / D.TokenCache.name(self.spec.tokenizer_sha, self.template, cfg.max_len))
-        self.splits = {k: self._split(users[k]) for k in ("dev", "ood") if k in users}
+        data = C.prepare(cfg, data_dir, self.spec.tokenizer_sha, self.template, self._encode, save=self.main)
+        self.data_hash, self.profiles, self.tokens, self.splits = data.data_hash, data.profiles, data.tokens, data.splits
+        self.train, self.train_ids, self.train_items = data.train, data.train_ids, data.train_items
         self.dev = self.splits["dev"].examples
-        self.train_items = self.tokens.get(self.train, self._encode)
-        if self.main:
-            self.tokens.save()
+        if cfg.standardize:
+            vecs = torch.tensor(np.stack([self.profiles[u["user"]] for u in data.train_users]))       # (N, P)
+            self.hyper.set_input_stats(vecs.mean(0), vecs.std(0))
         self.order = np.random.default_rng(cfg.seed).permutation(len(self.train))
 
         self.device = self.acc.device
@@ -253,49 +227,6 @@ class Trainer:
 
     def _encode(self, ex: D.Example) -> tuple[list[int], int]:
         return encode(self.tok, self.template, ex, self.cfg.max_len)
-
-    def _split(self, users: list[dict]) -> Split:
-        exs = D.examples(users)
-        ids = sorted({e.user for e in exs})
-        return Split(exs, self.tokens.get(exs, self._encode), {u: ids[(i + 1) % len(ids)] for i, u in enumerate(ids)})
-
-    def _profiles(self, paths: dict[str, Path], users: dict[str, list[dict]]) -> dict[str, np.ndarray]:
-        """Profile vector per key (user, and with ``loo`` user#item), from the app's embeddings of each user's
-        chunks. They are kept in one table per embedder graph and pooling, each entry tagged with a hash of the
-        user's profile items (a changed record is never served an old vector), so a machine without the embedder
-        (the GPU machine) trains from the file alone and runs on other user sets add to the same file."""
-        from app.models import EMBEDDER_SHA256
-        c = self.cfg
-        path = D.CACHE_DIR / f"profiles-{EMBEDDER_SHA256[:12]}-{c.pooling}.npz"
-        table = dict(np.load(path)) if path.is_file() else {}
-        out: dict[str, np.ndarray] = {}
-        dirty = False
-        for k, p in paths.items():
-            loo = c.loo and k in ("train", "extra")
-            tags = {u["user"]: hashlib.sha256(json.dumps(u["profile"]).encode()).hexdigest()[:10] for u in users[k]}
-
-            def keys(u):     # the user's key and, with loo, one per item (loo_examples skips one-item users)
-                n = len(u["profile"]) if loo and len(u["profile"]) > 1 else 0
-                return [(key, f"{key}@{tags[u['user']]}") for key in [u["user"]] + [D.loo_key(u["user"], i)
-                                                                                   for i in range(n)]]
-            missing = [u for u in users[k] if any(t not in table for _, t in keys(u))]
-            if missing:
-                emb = D.embed_users(p, missing)
-                new = D.profile_inputs(emb, c.pooling)
-                if loo:
-                    new.update(D.loo_inputs(missing, emb, c.pooling))
-                for u in missing:
-                    for key, tagged in keys(u):
-                        if key in new:
-                            table[tagged] = new[key]
-                dirty = True
-            for u in users[k]:
-                out.update({key: table[tagged] for key, tagged in keys(u)})
-        if dirty and self.main:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path.with_suffix(".tmp.npz"), **table)
-            path.with_suffix(".tmp.npz").replace(path)
-        return out
 
     # checkpoints carry their own config
     def _state(self) -> dict:
