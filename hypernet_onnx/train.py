@@ -32,7 +32,7 @@ from app.profile import input_dim
 from hypernet_onnx import caches as C
 from hypernet_onnx import data as D
 from hypernet_onnx.base_model import collate, encode, example_losses, load_base
-from hypernet_onnx.stats import paired_bootstrap
+from hypernet_onnx.stats import person_metric
 from hypernet_onnx.model import HyperConfig, HyperNet, attach_lora, count_params, set_lora
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -349,22 +349,6 @@ class Trainer:
         if self.main:
             (self.out / f"{split}.json").write_text(json.dumps(rec, indent=1))
         return rec
-
-
-def person_metric(examples: list[D.Example], nll: dict[str, np.ndarray]) -> dict:
-    """Per task: gap = shuffled - own NLL (positive: the own profile helps) with a 95% CI from a paired
-    bootstrap over users, and share = gap / (base - own). The same statistic as evaluate.py's CIs."""
-    rows = [{"user": ex.user, "query": i, "task": ex.task, "method": m, "nll": float(nll[key][i])}
-            for i, ex in enumerate(examples) for m, key in (("own", "dev"), ("shuffled", "dev_shuffled"))]
-    out = {}
-    for task in sorted({ex.task for ex in examples}):
-        idx = [i for i, ex in enumerate(examples) if ex.task == task]
-        own, base = float(nll["dev"][idx].mean()), float(nll["dev_base"][idx].mean())
-        ci = paired_bootstrap(rows, "shuffled", "own", task, "nll")
-        gain = base - own
-        out[task] = {"gap": round(ci["diff"], 4), "lo": round(ci["lo"], 4), "hi": round(ci["hi"], 4),
-                     "share": round(ci["diff"] / gain, 4) if gain > 0 else None}
-    return out
 
 
 def plot_log(log: list[dict], path: Path) -> None:
