@@ -133,53 +133,6 @@ def loo_inputs(users: list[dict], emb: dict[str, np.ndarray], pooling: str) -> d
     return out
 
 
-class TokenCache:
-    """Token ids of examples, computed once and kept in one .npz keyed by Example.key(), so a training run
-    (and the GPU machine, which gets the file) does not re-render and re-tokenize tens of thousands of examples.
-    Keyed by the tokenizer, chat template and max_len too: another tokenization never reuses the file."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.items: dict[str, tuple[np.ndarray, int]] = {}
-        self.dirty = False
-        if self.path.is_file():
-            d = np.load(self.path)
-            ids, offsets, n_prompt = d["ids"], d["offsets"], d["n_prompt"]
-            for j, k in enumerate(d["keys"]):
-                self.items[str(k)] = (ids[offsets[j]:offsets[j + 1]], int(n_prompt[j]))
-
-    @staticmethod
-    def name(tokenizer_id: str, template: str, max_len: int) -> str:
-        h = hashlib.sha256(f"{tokenizer_id}|{template}|{max_len}".encode()).hexdigest()[:12]
-        return f"tokens-{h}.npz"
-
-    def get(self, exs: list[Example], encode) -> list[tuple[list[int], int]]:
-        out = []
-        for ex in exs:
-            k = ex.key()
-            if k not in self.items:
-                ids, n = encode(ex)
-                self.items[k] = (np.asarray(ids, dtype=np.int32), n)
-                self.dirty = True
-            ids, n = self.items[k]
-            out.append((ids.tolist(), n))
-        return out
-
-    def save(self) -> None:
-        if not self.dirty:
-            return
-        keys = list(self.items)
-        lens = [len(self.items[k][0]) for k in keys]
-        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-        ids = np.concatenate([self.items[k][0] for k in keys]) if keys else np.zeros(0, np.int32)
-        tmp = self.path.with_suffix(".tmp.npz")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(tmp, keys=np.array(keys), offsets=offsets, ids=ids.astype(np.uint32),
-                            n_prompt=np.array([self.items[k][1] for k in keys], dtype=np.int32))
-        tmp.replace(self.path)
-        self.dirty = False
-
-
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="precompute profile embeddings for a data file")
     ap.add_argument("--data", type=Path, required=True)

@@ -12,7 +12,8 @@ import torch
 from app.lora_gguf import LoraAdapter
 from app.prompts import TASKS, task_messages, task_target
 from hypernet_onnx import data as D
-from hypernet_onnx.train import TrainConfig, collate, encode, example_losses, load_base
+from hypernet_onnx.frozen_base import collate, encode, example_losses, load_base
+from hypernet_onnx.train import TrainConfig
 
 
 class OPPUTrainer:

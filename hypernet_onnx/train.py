@@ -15,7 +15,6 @@ exactly (same example order, optimizer and RNG state).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -30,8 +29,10 @@ import torch.nn.functional as F
 
 from app.base_model import BaseSpec
 from app.profile import input_dim
+from hypernet_onnx import caches as C
 from hypernet_onnx import data as D
-from hypernet_onnx.stats import paired_bootstrap
+from hypernet_onnx.frozen_base import collate, encode, example_losses, load_base
+from hypernet_onnx.stats import person_metric
 from hypernet_onnx.model import HyperConfig, HyperNet, attach_lora, count_params, set_lora
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,31 +83,7 @@ class TrainConfig:
             return cls(**tomllib.load(f))
 
 
-# --- base model ----------------------------------------------------------------
-def load_base(cfg: TrainConfig):
-    """(model, tokenizer, chat_template, BaseSpec) with frozen weights."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from app.base_model import read_base_spec
-    gguf_path = REPO / "models/SmolLM2-135M-Instruct.Q4_1.gguf" if cfg.base_gguf == "tiny-random" else REPO / cfg.base_gguf
-    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    spec = read_base_spec(gguf_path)
-    import gguf as G
-    template = G.GGUFReader(str(gguf_path)).fields["tokenizer.chat_template"].contents()
-    if cfg.base_gguf == "tiny-random":
-        from transformers import LlamaConfig, LlamaForCausalLM
-        torch.manual_seed(cfg.seed)
-        mc = LlamaConfig(vocab_size=spec.n_vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-        model = LlamaForCausalLM(mc)
-        spec = BaseSpec("llama", 2, 64, 4, 2, 128, spec.n_vocab, spec.tokenizer_sha)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, tok, template, spec
-
-
+# --- the hypernetwork for this base model -------------------------------------
 def hyper_config(cfg: TrainConfig, spec: BaseSpec, shared_rank: int = 0) -> HyperConfig:
     return HyperConfig(input_dim=input_dim(cfg.pooling), pooling=cfg.pooling, hidden=cfg.hidden,
                        n_layers=spec.n_layer, modules=tuple(cfg.modules),
@@ -135,53 +112,6 @@ def shared_lora(path: Path, cfg: TrainConfig, spec: BaseSpec) -> dict[str, tuple
     return {m: (a[0], b[0]) for m, (a, b) in out.items()}
 
 
-# --- batches ---------------------------------------------------------------------
-def encode(tok, template: str, ex: D.Example, max_len: int) -> tuple[list[int], int]:
-    """Token ids of prompt+answer and the prompt length. Long inputs are cut inside the text, not the template."""
-    from app.prompts import render_chat
-    target = tok(ex.target + "<|im_end|>", add_special_tokens=False)["input_ids"]
-    prompt = tok(render_chat(template, ex.messages), add_special_tokens=False)["input_ids"]
-    if ex.task == "headline" and len(prompt) + len(target) > max_len:
-        # shorten the abstract inside the prompt and render again
-        words = ex.messages[0]["content"].split(" ")
-        while len(prompt) + len(target) > max_len and len(words) > 20:
-            words = words[: int(len(words) * 0.85)]
-            prompt = tok(render_chat(template, [{"role": "user", "content": " ".join(words)}]),
-                         add_special_tokens=False)["input_ids"]
-    ids = (prompt + target)[:max_len]
-    return ids, len(prompt)
-
-
-def collate(items: list[tuple[list[int], int]], pad: int):
-    T = max(len(ids) for ids, _ in items)
-    input_ids = torch.full((len(items), T), pad, dtype=torch.long)
-    mask = torch.zeros((len(items), T), dtype=torch.long)
-    loss_mask = torch.zeros((len(items), T), dtype=torch.float32)
-    for i, (ids, n_prompt) in enumerate(items):
-        input_ids[i, :len(ids)] = torch.tensor(ids)
-        mask[i, :len(ids)] = 1
-        loss_mask[i, n_prompt:len(ids)] = 1.0        # answer tokens (incl. <|im_end|>)
-    return input_ids, mask, loss_mask
-
-
-def example_losses(model, input_ids, mask, loss_mask) -> torch.Tensor:
-    """Mean NLL of the answer tokens, one value per example: (B,)."""
-    logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]     # (B, T-1, V)
-    tgt, lm = input_ids[:, 1:], loss_mask[:, 1:]
-    nll = F.cross_entropy(logits.transpose(1, 2), tgt, reduction="none")       # (B, T-1)
-    return (nll * lm).sum(1) / lm.sum(1).clamp(min=1)
-
-
-@dataclass
-class Split:
-    """An evaluation set: its examples, their token ids, whose profile stands in as 'shuffled' for each user,
-    and the frozen base model's per-example NLL (computed once)."""
-    examples: list[D.Example]
-    items: list[tuple[list[int], int]]
-    shuffled: dict[str, str]
-    base: np.ndarray | None = None
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, data_dir: Path = D.DATA_DIR):
         from accelerate import Accelerator
@@ -203,29 +133,13 @@ class Trainer:
             self.hyper.set_shared(shared, frozen=True)
         self.wrappers = attach_lora(self.model, tuple(cfg.modules))
 
-        paths = {"train": data_dir / cfg.train_data, "dev": data_dir / cfg.dev_data}
-        counts = {"train": cfg.train_users, "dev": cfg.dev_users}
-        if cfg.extra_data:
-            paths["extra"], counts["extra"] = data_dir / cfg.extra_data, cfg.extra_users or None
-        if cfg.ood_data:
-            paths["ood"], counts["ood"] = data_dir / cfg.ood_data, cfg.ood_users or None
-        self.data_hash = D.file_hash(paths["train"])
-        users = {k: D.load_users(p, counts[k]) for k, p in paths.items()}
-        train_users = users["train"] + users.get("extra", [])
-        self.profiles = self._profiles(paths, users)
-        if cfg.standardize:
-            vecs = torch.tensor(np.stack([self.profiles[u["user"]] for u in train_users]))       # (N, P)
-            self.hyper.set_input_stats(vecs.mean(0), vecs.std(0))
-        self.train = D.examples(train_users) + (D.loo_examples(train_users) if cfg.loo else [])
-        self.train_ids = sorted({e.user for e in self.train})
-        if cfg.contrast > 0 and len(self.train_ids) < 2:
-            raise SystemExit("contrast needs at least two training users")
-        self.tokens = D.TokenCache(D.CACHE_DIR / D.TokenCache.name(self.spec.tokenizer_sha, self.template, cfg.max_len))
-        self.splits = {k: self._split(users[k]) for k in ("dev", "ood") if k in users}
+        data = C.prepare(cfg, data_dir, self.spec.tokenizer_sha, self.template, self._encode, save=self.main)
+        self.data_hash, self.profiles, self.tokens, self.splits = data.data_hash, data.profiles, data.tokens, data.splits
+        self.train, self.train_ids, self.train_items = data.train, data.train_ids, data.train_items
         self.dev = self.splits["dev"].examples
-        self.train_items = self.tokens.get(self.train, self._encode)
-        if self.main:
-            self.tokens.save()
+        if cfg.standardize:
+            vecs = torch.tensor(np.stack([self.profiles[u["user"]] for u in data.train_users]))       # (N, P)
+            self.hyper.set_input_stats(vecs.mean(0), vecs.std(0))
         self.order = np.random.default_rng(cfg.seed).permutation(len(self.train))
 
         self.device = self.acc.device
@@ -253,49 +167,6 @@ class Trainer:
 
     def _encode(self, ex: D.Example) -> tuple[list[int], int]:
         return encode(self.tok, self.template, ex, self.cfg.max_len)
-
-    def _split(self, users: list[dict]) -> Split:
-        exs = D.examples(users)
-        ids = sorted({e.user for e in exs})
-        return Split(exs, self.tokens.get(exs, self._encode), {u: ids[(i + 1) % len(ids)] for i, u in enumerate(ids)})
-
-    def _profiles(self, paths: dict[str, Path], users: dict[str, list[dict]]) -> dict[str, np.ndarray]:
-        """Profile vector per key (user, and with ``loo`` user#item), from the app's embeddings of each user's
-        chunks. They are kept in one table per embedder graph and pooling, each entry tagged with a hash of the
-        user's profile items (a changed record is never served an old vector), so a machine without the embedder
-        (the GPU machine) trains from the file alone and runs on other user sets add to the same file."""
-        from app.models import EMBEDDER_SHA256
-        c = self.cfg
-        path = D.CACHE_DIR / f"profiles-{EMBEDDER_SHA256[:12]}-{c.pooling}.npz"
-        table = dict(np.load(path)) if path.is_file() else {}
-        out: dict[str, np.ndarray] = {}
-        dirty = False
-        for k, p in paths.items():
-            loo = c.loo and k in ("train", "extra")
-            tags = {u["user"]: hashlib.sha256(json.dumps(u["profile"]).encode()).hexdigest()[:10] for u in users[k]}
-
-            def keys(u):     # the user's key and, with loo, one per item (loo_examples skips one-item users)
-                n = len(u["profile"]) if loo and len(u["profile"]) > 1 else 0
-                return [(key, f"{key}@{tags[u['user']]}") for key in [u["user"]] + [D.loo_key(u["user"], i)
-                                                                                   for i in range(n)]]
-            missing = [u for u in users[k] if any(t not in table for _, t in keys(u))]
-            if missing:
-                emb = D.embed_users(p, missing)
-                new = D.profile_inputs(emb, c.pooling)
-                if loo:
-                    new.update(D.loo_inputs(missing, emb, c.pooling))
-                for u in missing:
-                    for key, tagged in keys(u):
-                        if key in new:
-                            table[tagged] = new[key]
-                dirty = True
-            for u in users[k]:
-                out.update({key: table[tagged] for key, tagged in keys(u)})
-        if dirty and self.main:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path.with_suffix(".tmp.npz"), **table)
-            path.with_suffix(".tmp.npz").replace(path)
-        return out
 
     # checkpoints carry their own config
     def _state(self) -> dict:
@@ -478,22 +349,6 @@ class Trainer:
         if self.main:
             (self.out / f"{split}.json").write_text(json.dumps(rec, indent=1))
         return rec
-
-
-def person_metric(examples: list[D.Example], nll: dict[str, np.ndarray]) -> dict:
-    """Per task: gap = shuffled - own NLL (positive: the own profile helps) with a 95% CI from a paired
-    bootstrap over users, and share = gap / (base - own). The same statistic as evaluate.py's CIs."""
-    rows = [{"user": ex.user, "query": i, "task": ex.task, "method": m, "nll": float(nll[key][i])}
-            for i, ex in enumerate(examples) for m, key in (("own", "dev"), ("shuffled", "dev_shuffled"))]
-    out = {}
-    for task in sorted({ex.task for ex in examples}):
-        idx = [i for i, ex in enumerate(examples) if ex.task == task]
-        own, base = float(nll["dev"][idx].mean()), float(nll["dev_base"][idx].mean())
-        ci = paired_bootstrap(rows, "shuffled", "own", task, "nll")
-        gain = base - own
-        out[task] = {"gap": round(ci["diff"], 4), "lo": round(ci["lo"], 4), "hi": round(ci["hi"], 4),
-                     "share": round(ci["diff"] / gain, 4) if gain > 0 else None}
-    return out
 
 
 def plot_log(log: list[dict], path: Path) -> None:

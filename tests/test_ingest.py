@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import ingest
+from app import extract_office, extract_text, ingest
 from app.ingest import (
     MAX_FILE_BYTES,
     MAX_TEXT_CHARS,
@@ -196,7 +196,7 @@ def test_whitespace_only_file_has_no_text(tmp_path):
 
 def test_too_large_file_is_refused_without_reading(tmp_path, monkeypatch):
     monkeypatch.setattr(ingest, "MAX_FILE_BYTES", 10)
-    monkeypatch.setattr(ingest, "_read_bytes", lambda p: pytest.fail("file was read"))
+    monkeypatch.setattr(extract_text, "read_bytes", lambda p: pytest.fail("file was read"))
     assert_fails(write(tmp_path / "big.txt", "x" * 11), "too large", "limit")
 
 
@@ -333,7 +333,7 @@ def test_docx_zip_bomb_ratio_is_refused(tmp_path):
 
 def test_docx_uncompressed_size_limit(tmp_path, monkeypatch):
     path = make_docx(tmp_path / "d.docx")
-    monkeypatch.setattr(ingest, "MAX_DOCX_UNCOMPRESSED_BYTES", 1000)
+    monkeypatch.setattr(extract_office, "MAX_DOCX_UNCOMPRESSED_BYTES", 1000)
     assert_fails(path, "unpacks to", "limit")
 
 
@@ -419,11 +419,11 @@ def test_json_deep_nesting_is_capped(tmp_path):
     assert_fails(write(tmp_path / "deep.json", deep), "json")
     moderately = {"text": "top"}
     node = moderately
-    for _ in range(ingest.MAX_JSON_DEPTH + 10):
+    for _ in range(extract_text.MAX_JSON_DEPTH + 10):
         node["child"] = {"text": "deep"}
         node = node["child"]
     text = extract(write(tmp_path / "mid.json", json.dumps(moderately))).text
-    assert text.startswith("top") and text.count("deep") < ingest.MAX_JSON_DEPTH
+    assert text.startswith("top") and text.count("deep") < extract_text.MAX_JSON_DEPTH
 
 
 def test_jsonl_skips_bad_lines(tmp_path):

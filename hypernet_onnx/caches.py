@@ -1,0 +1,174 @@
+"""What a training run reads besides its config, prepared once and cached under ``runs/cache``.
+
+A run needs each user's profile vector (from the app's embedder) and the token
+ids of tens of thousands of examples (rendered with the base model's chat
+template and tokenized). Both are slow to compute and the lent GPU machine has
+no embedder, so both are kept as one file each under ``runs/cache``
+(``data.CACHE_DIR``):
+``python -m hypernet_onnx.train --config ... --prepare`` builds them where the
+embedder is, and the other machine trains from the files alone. Every entry is
+keyed by what it was computed from (embedder graph, pooling and the user's
+profile items; tokenizer, chat template, max_len and the example's text), so a
+changed input is never served an old value.
+
+:func:`prepare` is the data half of ``Trainer.__init__``: the users of each
+data file, the training examples, the evaluation splits, the profile vectors
+and the token ids, with both caches read first and topped up.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from hypernet_onnx import data as D
+
+if TYPE_CHECKING:
+    from hypernet_onnx.train import TrainConfig
+
+Encode = Callable[[D.Example], tuple[list[int], int]]      # train.encode with the run's tokenizer and template
+
+
+class TokenCache:
+    """Token ids of examples, computed once and kept in one .npz keyed by Example.key(), so a training run
+    (and the GPU machine, which gets the file) does not re-render and re-tokenize tens of thousands of examples.
+    Keyed by the tokenizer, chat template and max_len too: another tokenization never reuses the file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.items: dict[str, tuple[np.ndarray, int]] = {}
+        self.dirty = False
+        if self.path.is_file():
+            d = np.load(self.path)
+            ids, offsets, n_prompt = d["ids"], d["offsets"], d["n_prompt"]
+            for j, k in enumerate(d["keys"]):
+                self.items[str(k)] = (ids[offsets[j]:offsets[j + 1]], int(n_prompt[j]))
+
+    @staticmethod
+    def name(tokenizer_id: str, template: str, max_len: int) -> str:
+        h = hashlib.sha256(f"{tokenizer_id}|{template}|{max_len}".encode()).hexdigest()[:12]
+        return f"tokens-{h}.npz"
+
+    def get(self, exs: list[Example], encode) -> list[tuple[list[int], int]]:
+        out = []
+        for ex in exs:
+            k = ex.key()
+            if k not in self.items:
+                ids, n = encode(ex)
+                self.items[k] = (np.asarray(ids, dtype=np.int32), n)
+                self.dirty = True
+            ids, n = self.items[k]
+            out.append((ids.tolist(), n))
+        return out
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        keys = list(self.items)
+        lens = [len(self.items[k][0]) for k in keys]
+        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        ids = np.concatenate([self.items[k][0] for k in keys]) if keys else np.zeros(0, np.int32)
+        tmp = self.path.with_suffix(".tmp.npz")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(tmp, keys=np.array(keys), offsets=offsets, ids=ids.astype(np.uint32),
+                            n_prompt=np.array([self.items[k][1] for k in keys], dtype=np.int32))
+        tmp.replace(self.path)
+        self.dirty = False
+
+
+def profile_vectors(c: TrainConfig, paths: dict[str, Path], users: dict[str, list[dict]], save: bool
+                    ) -> dict[str, np.ndarray]:
+    """Profile vector per key (user, and with ``loo`` user#item), from the app's embeddings of each user's
+    chunks. They are kept in one table per embedder graph and pooling, each entry tagged with a hash of the
+    user's profile items (a changed record is never served an old vector), so a machine without the embedder
+    (the GPU machine) trains from the file alone and runs on other user sets add to the same file."""
+    from app.models import EMBEDDER_SHA256
+    path = D.CACHE_DIR / f"profiles-{EMBEDDER_SHA256[:12]}-{c.pooling}.npz"
+    table = dict(np.load(path)) if path.is_file() else {}
+    out: dict[str, np.ndarray] = {}
+    dirty = False
+    for k, p in paths.items():
+        loo = c.loo and k in ("train", "extra")
+        tags = {u["user"]: hashlib.sha256(json.dumps(u["profile"]).encode()).hexdigest()[:10] for u in users[k]}
+
+        def keys(u):     # the user's key and, with loo, one per item (loo_examples skips one-item users)
+            n = len(u["profile"]) if loo and len(u["profile"]) > 1 else 0
+            return [(key, f"{key}@{tags[u['user']]}") for key in [u["user"]] + [D.loo_key(u["user"], i)
+                                                                               for i in range(n)]]
+        missing = [u for u in users[k] if any(t not in table for _, t in keys(u))]
+        if missing:
+            emb = D.embed_users(p, missing)
+            new = D.profile_inputs(emb, c.pooling)
+            if loo:
+                new.update(D.loo_inputs(missing, emb, c.pooling))
+            for u in missing:
+                for key, tagged in keys(u):
+                    if key in new:
+                        table[tagged] = new[key]
+            dirty = True
+        for u in users[k]:
+            out.update({key: table[tagged] for key, tagged in keys(u)})
+    if dirty and save:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path.with_suffix(".tmp.npz"), **table)
+        path.with_suffix(".tmp.npz").replace(path)
+    return out
+
+
+@dataclass
+class Split:
+    """An evaluation set: its examples, their token ids, whose profile stands in as 'shuffled' for each user,
+    and the frozen base model's per-example NLL (computed once)."""
+    examples: list[D.Example]
+    items: list[tuple[list[int], int]]
+    shuffled: dict[str, str]
+    base: np.ndarray | None = None
+
+
+def make_split(users: list[dict], tokens: TokenCache, encode: Encode) -> Split:
+    exs = D.examples(users)
+    ids = sorted({e.user for e in exs})
+    return Split(exs, tokens.get(exs, encode), {u: ids[(i + 1) % len(ids)] for i, u in enumerate(ids)})
+
+
+@dataclass
+class RunData:
+    """What :func:`prepare` hands the trainer."""
+    data_hash: str                                  # of the training file, recorded in every checkpoint
+    train_users: list[dict]                         # training authors (train + extra), in file order
+    profiles: dict[str, np.ndarray]                 # profile key -> vector (see profile_vectors)
+    train: list[D.Example]
+    train_ids: list[str]                            # sorted ids of the users with training examples
+    tokens: TokenCache
+    splits: dict[str, Split]                        # "dev", and "ood" when the config names an ood file
+    train_items: list[tuple[list[int], int]]        # token ids of ``train``, in the same order
+
+
+def prepare(cfg: TrainConfig, data_dir: Path, tokenizer_id: str, template: str, encode: Encode,
+            save: bool) -> RunData:
+    """Load the run's users, examples and splits and fill both caches (written back only with ``save``: the main
+    process, so several processes never write the same file)."""
+    paths = {"train": data_dir / cfg.train_data, "dev": data_dir / cfg.dev_data}
+    counts = {"train": cfg.train_users, "dev": cfg.dev_users}
+    if cfg.extra_data:
+        paths["extra"], counts["extra"] = data_dir / cfg.extra_data, cfg.extra_users or None
+    if cfg.ood_data:
+        paths["ood"], counts["ood"] = data_dir / cfg.ood_data, cfg.ood_users or None
+    data_hash = D.file_hash(paths["train"])
+    users = {k: D.load_users(p, counts[k]) for k, p in paths.items()}
+    train_users = users["train"] + users.get("extra", [])
+    profiles = profile_vectors(cfg, paths, users, save)
+    train = D.examples(train_users) + (D.loo_examples(train_users) if cfg.loo else [])
+    train_ids = sorted({e.user for e in train})
+    if cfg.contrast > 0 and len(train_ids) < 2:
+        raise SystemExit("contrast needs at least two training users")
+    tokens = TokenCache(D.CACHE_DIR / TokenCache.name(tokenizer_id, template, cfg.max_len))
+    splits = {k: make_split(users[k], tokens, encode) for k in ("dev", "ood") if k in users}
+    train_items = tokens.get(train, encode)
+    if save:
+        tokens.save()
+    return RunData(data_hash, train_users, profiles, train, train_ids, tokens, splits, train_items)
