@@ -276,6 +276,8 @@ def export(ctx, dest, scale):
               help="JSON Lines prompt set (default: the bundled assets/prompts/chat-quality.jsonl)")
 @click.option("--max-tokens", type=int, default=160)
 @click.option("--scale", type=float, default=None, help="adapter strength of the personalized side")
+@click.option("--only", type=click.Choice(["base", "personalized"]), default=None,
+              help="answer with one side only (e.g. personalized, when comparing strengths)")
 @click.option("--greedy", is_flag=True, default=None, help="measure greedy decoding instead of the chat default")
 @click.option("--temperature", type=float, default=None)
 @click.option("--repeat-penalty", type=float, default=None)
@@ -283,10 +285,10 @@ def export(ctx, dest, scale):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write every answer with its loop check here (JSON Lines)")
 @click.pass_context
-def quality(ctx, prompts, max_tokens, scale, greedy, temperature, repeat_penalty, presence_penalty, out):
+def quality(ctx, prompts, max_tokens, scale, only, greedy, temperature, repeat_penalty, presence_penalty, out):
     """How often answers loop, base vs personalized, at the chat defaults (or the settings given)."""
     from dataclasses import replace
-    from .quality import load_prompts, measure
+    from .quality import SIDES, load_prompts, measure
     t = _core(ctx)
     sampling = t.sampling(greedy=greedy)
     changes = {k: v for k, v in (("temperature", temperature), ("repeat_penalty", repeat_penalty),
@@ -294,7 +296,7 @@ def quality(ctx, prompts, max_tokens, scale, greedy, temperature, repeat_penalty
     sampling = replace(sampling, **changes)
     bar, cb = _progress_bar("answers")
     res = measure(t, load_prompts(prompts), sampling=sampling, max_tokens=max_tokens, scale=scale,
-                  progress=lambda i, n: cb(i, n, ""))
+                  progress=lambda i, n: cb(i, n, ""), sides=(only,) if only else SIDES)
     bar.close()
     if out:
         out.write_text("".join(json.dumps(r) + "\n" for r in res["rows"]), encoding="utf-8")

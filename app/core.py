@@ -303,11 +303,11 @@ class Tailor:
         return replace(CHAT_SAMPLING, seed=self.settings.seed if seed is None else seed)
 
     def stream(self, messages: list[dict], *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256,
-               seed=None, greedy=None, sampling: Sampling | None = None
+               seed=None, greedy=None, sampling: Sampling | None = None, usage: dict | None = None
                ) -> tuple[Iterator[str], list[dict], int | None]:
         prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k, max_tokens)
         sampling = sampling or self.sampling(seed, greedy)
-        return self.engine.stream(prompt, max_tokens=max_tokens, sampling=sampling), sources, active
+        return self.engine.stream(prompt, max_tokens=max_tokens, sampling=sampling, usage=usage), sources, active
 
     def ask(self, prompt: str, *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256, seed=None,
             greedy=None, sampling: Sampling | None = None, history: list[dict] | None = None) -> Answer:

@@ -138,8 +138,11 @@ class Engine:
         return self.llm.tokenize(text.encode(), add_bos=False, special=True)
 
     def stream(self, prompt: str, *, max_tokens: int = 256, seed: int | None = None,
-               temperature: float | None = None, sampling: Sampling | None = None) -> Iterator[str]:
-        """Yield text pieces. ``sampling`` decides; without it, greedy unless a seed or temperature is given."""
+               temperature: float | None = None, sampling: Sampling | None = None,
+               usage: dict | None = None) -> Iterator[str]:
+        """Yield text pieces. ``sampling`` decides; without it, greedy unless a seed or temperature is given.
+        ``usage``, if given, is filled with the prompt's and the answer's token counts as they are known (an API
+        reports them; re-tokenizing the answer text would not give the tokens generated)."""
         if sampling is None:
             t = temperature if temperature is not None else (0.7 if seed is not None else 0.0)
             sampling = Sampling(temperature=t, seed=seed)
@@ -148,6 +151,8 @@ class Engine:
             self.stop_event.clear()
             self._clear_cache()
             tokens = self.tokenize(prompt)
+            if usage is not None:
+                usage.update(prompt_tokens=len(tokens), completion_tokens=0)
             budget = self.llm.n_ctx() - len(tokens)
             if budget <= 0:
                 raise PromptTooLongError(f"the prompt is {len(tokens)} tokens; the model's context holds "
@@ -161,6 +166,8 @@ class Engine:
                     frequency_penalty=s.frequency_penalty, reset=True)):
                 if tok == self.eos or self.stop_event.is_set() or i >= min(max_tokens, budget):
                     break
+                if usage is not None:
+                    usage["completion_tokens"] += 1
                 pending += self.llm.detokenize([tok], special=False)
                 try:
                     piece, pending = pending.decode("utf-8"), b""

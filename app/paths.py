@@ -19,9 +19,12 @@ from pathlib import Path
 
 import platformdirs
 
+from .log import log
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR_FILE = "location.json"
 PROFILES_DIR = "profiles"          # <data dir>/profiles/<name>: one more person's documents, adapters, chats
+LAST_PROFILE_FILE = "last-profile"   # in the data dir: the profile the app reopens on
 DEFAULT_PROFILE = "default"        # lives in the data dir itself (so data from before profiles stays where it was)
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 
@@ -106,6 +109,25 @@ def profile_names(root: Path | None = None) -> list[str]:
     named = sorted(p.name for p in root.iterdir() if p.is_dir() and _PROFILE_NAME.match(p.name)) \
         if root.is_dir() else []
     return [DEFAULT_PROFILE] + [n for n in named if n != DEFAULT_PROFILE]
+
+
+def last_profile(root: Path) -> str:
+    """The profile the app was last on, so it reopens there; the default one if that is gone or unreadable.
+    (The CLI does not follow it: `tailor` acts on the default profile unless `--profile` names another.)"""
+    try:
+        name = (root / LAST_PROFILE_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeError):
+        return DEFAULT_PROFILE
+    return name if name in profile_names(root) else DEFAULT_PROFILE
+
+
+def remember_profile(root: Path, name: str) -> None:
+    tmp = root / (LAST_PROFILE_FILE + ".tmp")
+    try:
+        tmp.write_text(check_profile_name(name), encoding="utf-8")
+        tmp.replace(root / LAST_PROFILE_FILE)
+    except OSError as exc:      # a read-only data dir: the app opens on the default profile next time
+        log.warning("could not remember the profile %s: %s", name, exc)
 
 
 def profile_home(name: str | None = None, create: bool = False, root: Path | None = None) -> Path:

@@ -80,16 +80,23 @@ def load_prompts(path: Path | None = None) -> list[dict]:
     return out
 
 
+SIDES = ("base", "personalized")
+
+
 def measure(tailor, prompts: list[dict], *, sampling=None, max_tokens: int = 160, scale: float | None = None,
-            progress=None) -> dict:
+            progress=None, sides: tuple[str, ...] = SIDES) -> dict:
     """Each prompt answered by the base model and the personalized one (the latest adapter at ``scale``), through
     ``Tailor.ask`` (the code a person runs), each prompt with its own fixed seed so the table reproduces.
+    ``sides`` may leave out the base model (it does not depend on ``scale``) when comparing strengths.
     Returns {"rows": [...], "summary": {side: {answers, loops, loop_share, mean_words}}}."""
-    base = tailor.sampling()
-    sampling = sampling or base
+    sampling = sampling or tailor.sampling()      # the chat default unless the caller measures another setting
     rows = []
-    total = 2 * len(prompts)
-    for side, use in (("base", False), ("personalized", True)):
+    unknown = set(sides) - set(SIDES)
+    if unknown or not sides:
+        raise ValueError(f"sides must be among {SIDES}, got {sides}")
+    total = len(sides) * len(prompts)
+    for side in sides:
+        use = side == "personalized"
         for i, p in enumerate(prompts):
             s = replace(sampling, seed=i) if sampling.temperature > 0 else sampling
             ans = tailor.ask(p["content"], use_adapter=use, scale=scale, max_tokens=max_tokens, sampling=s, rag=False)
@@ -100,10 +107,10 @@ def measure(tailor, prompts: list[dict], *, sampling=None, max_tokens: int = 160
             if progress:
                 progress(len(rows), total)
     summary = {}
-    for side in ("base", "personalized"):
+    for side in sides:
         rs = [r for r in rows if r["side"] == side]
         loops = sum(r["looped"] for r in rs)
         summary[side] = {"answers": len(rs), "loops": loops, "loop_share": round(loops / max(1, len(rs)), 4),
                          "mean_words": round(sum(r["words"] for r in rs) / max(1, len(rs)), 1)}
-    return {"rows": rows, "summary": summary, "sampling": asdict(sampling), "max_tokens": max_tokens,
+    return {"rows": rows, "summary": summary, "sampling": asdict(sampling), "max_tokens": max_tokens, "scale": scale,
             "adapter_version": next((r["adapter_version"] for r in rows if r["side"] == "personalized"), None)}

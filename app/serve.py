@@ -175,25 +175,27 @@ class Handler(BaseHTTPRequestHandler):
         t = self.server.tailor
         cid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
         try:
+            usage: dict = {}
             pieces, _sources, active = t.stream(req["messages"], max_tokens=req["max_tokens"], rag=False,
-                                                sampling=self.server.sampling(req))
+                                                sampling=self.server.sampling(req), usage=usage)
         except PromptTooLongError as e:
             return self._error(ServeError(400, str(e), "context_length_exceeded"))
         try:
-            self._send(req, pieces, active, cid, created)
+            self._send(req, pieces, active, cid, created, usage)
         finally:
             pieces.close()             # a generator left suspended would keep holding the engine's lock
 
-    def _send(self, req: dict, pieces, active, cid: str, created: int) -> None:
-        t = self.server.tailor
+    def _send(self, req: dict, pieces, active, cid: str, created: int, usage: dict) -> None:
         model = f"{MODEL_ID}-v{active}" if active else f"{MODEL_ID}-base"
         if not req["stream"]:
             text = "".join(pieces).strip()
             return self._json(200, {
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 0, "completion_tokens": len(t.engine.tokenize(text)) if text else 0,
-                          "total_tokens": 0}})
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": _finish(usage, req)}],
+                "usage": {"prompt_tokens": usage.get("prompt_tokens", 0),
+                          "completion_tokens": usage.get("completion_tokens", 0),
+                          "total_tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)}})
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -210,7 +212,7 @@ class Handler(BaseHTTPRequestHandler):
             event({"role": "assistant", "content": ""})
             for piece in pieces:
                 event({"content": piece})
-            event({}, "stop")
+            event({}, _finish(usage, req))
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -227,3 +229,8 @@ def serve(tailor, host: str = "127.0.0.1", port: int = 8000, token: str | None =
         srv.serve_forever()
     finally:
         srv.server_close()
+
+
+def _finish(usage: dict, req: dict) -> str:
+    """OpenAI's finish_reason: "length" when the answer was cut at max_tokens, so a client can ask for more."""
+    return "length" if usage.get("completion_tokens", 0) >= req["max_tokens"] else "stop"

@@ -42,7 +42,7 @@ NLL_MAX_TARGET = 256
 
 class Evaluator:
     def __init__(self, hypernet_path: Path | None, mt_lora: Path | None, oppu_steps: int, workdir: Path,
-                 threads: int | None = None, generate: bool = True):
+                 threads: int | None = None, generate: bool = True, scale: float = 1.0):
         if threads:                          # OPPU's torch training too; llama.cpp and the embedder below
             import torch
             torch.set_num_threads(threads)
@@ -53,6 +53,7 @@ class Evaluator:
         self.oppu_steps = oppu_steps
         self.workdir = workdir
         self.generate = generate               # False: NLL only (no decoding), for cheap large samples
+        self.scale = scale                     # the hypernetwork adapters' strength (the app's setting), 1 = as trained
         from app.embed import Embedder
         self.embedder = Embedder(threads=threads)
         from rouge_score import rouge_scorer
@@ -137,7 +138,7 @@ class Evaluator:
                     t_pers += p["t_rag"]
                 elif m == "rag":
                     t_pers = p["t_rag"]
-                self.engine.set_adapter(adapter, 1.0)
+                self.engine.set_adapter(adapter, self.scale if m in HYPERNET_METHODS else 1.0)
                 sec[m].append(t_pers)
                 for qi, q in enumerate(u["queries"]):
                     for task in TASKS:
@@ -239,6 +240,9 @@ def merge(dirs: list[Path | str]) -> tuple[dict, list[dict]]:
     hyper = {p["hypernet"] for p in parts if set(p["methods"]) & HYPERNET_METHODS}
     if len(hyper) > 1:
         raise SystemExit(f"cannot merge runs with different hypernetworks: {sorted(hyper)}")
+    scales = {p.get("scale", 1.0) for p in parts if set(p["methods"]) & HYPERNET_METHODS}
+    if len(scales) > 1:
+        raise SystemExit(f"cannot merge runs at different adapter strengths: {sorted(scales)}")
     keys = [(r["method"], r["user"], r["query"], r["task"]) for r in rows]
     if len(set(keys)) != len(keys):
         raise SystemExit("cannot merge runs that share users for the same method")
@@ -252,6 +256,7 @@ def merge(dirs: list[Path | str]) -> tuple[dict, list[dict]]:
     n = len(users[methods[0]])
     res = summarize(rows, sec, methods, n)
     res.update(data=parts[0]["data"], hypernet=hyper.pop() if hyper else parts[0]["hypernet"],
+               scale=scales.pop() if scales else 1.0,
                wall_s=max(p["wall_s"] for p in parts), merged_from=[str(d) for d in dirs])
     return res, rows
 
@@ -279,6 +284,8 @@ def main(argv=None) -> None:
     ap.add_argument("--oppu-steps", type=int, default=24)
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads (default: all); two runs side by side with 1 each avoid oversubscription")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="strength of the hypernetwork's adapters (p2p, p2p+rag, p2p-shuffled), as the app's setting")
     ap.add_argument("--nll-only", action="store_true",
                     help="score only the gold answers' NLL (no decoding, no ROUGE): cheap, for large samples")
     ap.add_argument("--out", type=Path, required=True)
@@ -297,11 +304,13 @@ def main(argv=None) -> None:
     users = D.load_users(a.data, None if a.users is None else a.skip + a.users)[a.skip:]
     a.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        ev = Evaluator(a.hypernet, a.mt_lora, a.oppu_steps, Path(tmp), a.threads, generate=not a.nll_only)
+        ev = Evaluator(a.hypernet, a.mt_lora, a.oppu_steps, Path(tmp), a.threads, generate=not a.nll_only,
+                       scale=a.scale)
         t0 = time.time()
         res, rows = ev.run(users, methods)
     res["data"] = str(a.data.name)
     res["hypernet"] = ev.hyper.id
+    res["scale"] = a.scale
     res["wall_s"] = round(time.time() - t0, 1)
     write_results(a.out, res, rows)
 

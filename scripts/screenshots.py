@@ -8,7 +8,7 @@ Assumes Xvfb and Qt's xcb libraries are installed (Debian/Ubuntu:
 It starts its own Xvfb on a free display, uses a throw-away data directory,
 and drives the real window through the real core and models, so the pictures
 show what a person sees: first run, importing, chat with personalization,
-compare, settings. Answers depend on the shipped hypernetwork; refresh the
+compare, settings, the profile switcher. Answers depend on the shipped hypernetwork; refresh the
 screenshots whenever it or the UI changes.
 """
 from __future__ import annotations
@@ -150,6 +150,20 @@ def _render(args) -> int:
     settle()
     save(dlg, "06-settings")
     dlg.reject()
+
+    # profiles: a second person's (or a second role's) profile beside the first, chosen in the toolbar
+    win.switch_profile("work", create=True)
+    _wait(win.ready)
+    win.switch_profile("default")
+    _wait(win.ready)
+    settle()
+    win.profile_box.showPopup()
+    settle()
+    shot = app.primaryScreen().grabWindow(0, 0, 0, *SIZE)      # the whole screen: the open list is its own window
+    shot.save(str(args.out / "08-profiles.png"))
+    saved.append("08-profiles.png")
+    print(f"saved {args.out / '08-profiles.png'}", flush=True)
+    win.profile_box.hidePopup()
 
     if args.dark:
         # what a dark desktop theme does: the app only uses palette roles, so it follows

@@ -162,3 +162,18 @@ def test_nll_only_scores_the_same_nll_without_decoding(data_file, full_run, tmp_
     assert res["ci"]["p2p - p2p-shuffled"]["writing"]["nll"]["diff"] == pytest.approx(
         full["ci"]["p2p - p2p-shuffled"]["writing"]["nll"]["diff"], abs=1e-4)
     assert "| p2p | – | – |" in (tmp_path / "results.md").read_text()
+
+
+def test_scale_sets_the_hypernetwork_adapters_strength(data_file, tmp_path):
+    """--scale is the app's strength setting: at 0 the adapter does nothing (p2p scores exactly the base model),
+    and runs at different strengths do not merge into one table."""
+    E.main(["--data", str(data_file), "--methods", "base,p2p", "--nll-only", "--scale", "0",
+            "--out", str(tmp_path / "s0")])
+    res = json.loads((tmp_path / "s0" / "results.json").read_text())
+    assert res["scale"] == 0
+    for task in ("headline", "writing"):
+        assert res["methods"]["p2p"][task]["nll"] == pytest.approx(res["methods"]["base"][task]["nll"], abs=1e-6)
+    E.main(["--data", str(data_file), "--methods", "p2p-shuffled", "--nll-only", "--out", str(tmp_path / "s1")])
+    with pytest.raises(SystemExit, match="different adapter strengths"):
+        E.main(["--merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "bad")])
+

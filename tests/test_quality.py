@@ -94,6 +94,9 @@ def test_quality_command_measures_both_sides_through_the_app(home, tmp_path):
     greedy = json.loads(run("quality", "--prompts", str(prompts), "--max-tokens", "12", "--greedy",
                             "--repeat-penalty", "1.3"))
     assert greedy["sampling"]["temperature"] == 0 and greedy["sampling"]["repeat_penalty"] == 1.3
+    half = json.loads(run("quality", "--prompts", str(prompts), "--max-tokens", "12", "--only", "personalized",
+                          "--scale", "0.5"))
+    assert list(half["summary"]) == ["personalized"] and half["scale"] == 0.5       # one side, at that strength
 
 
 def test_chat_defaults_sample_greedy_on_request(tailor):

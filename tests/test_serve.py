@@ -69,9 +69,14 @@ def test_openai_client_streaming_and_not(server):
     b = c.chat.completions.create(model="tailor", messages=msgs, max_tokens=16, seed=3)
     assert a.choices[0].message.content and a.choices[0].message.content == b.choices[0].message.content
     assert a.model == "tailor-v1"                                     # the person's adapter answered
+    u = a.usage                                  # counted by the engine, not invented: the prompt holds the request
+    assert 10 < u.prompt_tokens < 200 and 0 < u.completion_tokens <= 16
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
     chunks = list(c.chat.completions.create(model="tailor", messages=msgs, max_tokens=16, seed=3, stream=True))
     streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks).strip()
-    assert streamed == a.choices[0].message.content and chunks[-1].choices[0].finish_reason == "stop"
+    assert streamed == a.choices[0].message.content
+    assert a.choices[0].finish_reason == ("length" if u.completion_tokens == 16 else "stop")   # cut, or ended
+    assert chunks[-1].choices[0].finish_reason == a.choices[0].finish_reason
     with pytest.raises(openai.AuthenticationError):
         client(server, "wrong").chat.completions.create(model="tailor", messages=msgs, max_tokens=4)
     with pytest.raises(openai.BadRequestError, match="max_tokens"):

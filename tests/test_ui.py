@@ -352,3 +352,25 @@ def test_profiles_switch_in_the_window_without_reloading(window, qtbot):
     assert window.profile.tree.topLevelItemCount() == docs_before
     assert window.chat.chat_list.count() == chats_before
     assert Engine.loads == loads
+
+
+def test_the_app_reopens_on_the_last_profile(qapp, qtbot, tmp_path):
+    """issue 13: a person who works in "work" finds it again after a restart; a profile deleted meanwhile, or a
+    damaged note of it, opens the default one."""
+    from app.paths import last_profile, profile_home, remember_profile
+    home = tmp_path / "tailor-home"
+    profile_home("work", create=True, root=home)
+    remember_profile(home, "work")
+    win = _make_window(home, qapp)
+    try:
+        qtbot.waitUntil(lambda: win.profile_box.currentText() == "work" and Path(win.home).name == "work",
+                        timeout=STEP_MS)
+        with qtbot.waitSignal(win.ready, timeout=STEP_MS):
+            win.switch_profile("default")
+        assert last_profile(home) == "default"
+    finally:
+        _close(win)
+    remember_profile(home, "gone")
+    assert last_profile(home) == "default"
+    (home / "last-profile").write_bytes(b"\xff\xfe")
+    assert last_profile(home) == "default"

@@ -26,18 +26,21 @@ def snapshot(t, _report=None) -> dict:
 
 
 def switch_profile(root: str, name: str, create: bool = False):
-    """Continue on another profile's core; the loaded models are shared, so nothing reloads (core.with_profile)."""
+    """Continue on another profile's core; the loaded models are shared, so nothing reloads (core.with_profile).
+    The choice is remembered: the app reopens on it."""
     def job(t, _report):
-        from ..paths import profile_home, profile_names
+        from ..paths import profile_home, profile_names, remember_profile
         new = t.with_profile(profile_home(name, create=create, root=Path(root)))
+        remember_profile(Path(root), name)
         return NewCore(new, snapshot(new) | {"profile": name, "profiles": profile_names(Path(root))})
     return job
 
 
 def profiles(root: str):
+    """The profiles there are, and the one the app was last on (paths.last_profile)."""
     def job(_t, _report):
-        from ..paths import profile_names
-        return profile_names(Path(root))
+        from ..paths import last_profile, profile_names
+        return {"names": profile_names(Path(root)), "last": last_profile(Path(root))}
     return job
 
 

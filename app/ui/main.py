@@ -218,6 +218,12 @@ class MainWindow(QMainWindow):
         elif name != self.current_profile:
             self.switch_profile(name)
 
+    def _profiles_listed(self, out: dict) -> None:
+        """At start: the profiles for the toolbar, and the app reopens on the one the person used last."""
+        self.set_profiles(out["names"], self.current_profile)
+        if out["last"] != self.current_profile:
+            self.switch_profile(out["last"])
+
     def switch_profile(self, name: str, create: bool = False) -> None:
         """Everything the window shows moves to the other profile; the base model stays loaded."""
         from ..paths import ProfileError, check_profile_name
@@ -244,7 +250,7 @@ class MainWindow(QMainWindow):
         if not self.root:               # the app opens on the default profile, which lives in the data dir
             self.root = snap["home"]
             self.set_profiles(["default"], "default")
-            self.runner.submit(jobs.profiles(self.root), done=lambda names: self.set_profiles(names, "default"))
+            self.runner.submit(jobs.profiles(self.root), done=self._profiles_listed)
         s = snap["settings"]
         self.personalize.setChecked(bool(s.get("use_adapter", True)))
         self.strength.setValue(round(float(s.get("scale", 1.0)) * 100))
@@ -259,8 +265,8 @@ class MainWindow(QMainWindow):
             self.profile.rescan_watched()       # catch up on what changed while Tailor was closed
         if snap["stats"]["documents"]:
             self.runner.submit(jobs.warm_up)
-            if snap["adapter"] is None:
-                self.profile.regenerate()
+        if snap["adapter_stale"]:           # the core's one rule (Tailor.adapter_stale)
+            self.profile.regenerate()
         emit(self.ready, snap)
         self._update_status()
 
