@@ -61,7 +61,12 @@ def import_graph(root: Path = APP) -> dict[str, set[str]]:
     for name, path in mods.items():
         pkg = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
         deps = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                     for stmt in block.body for n in ast.walk(stmt)}        # never run: no cycle at import time
+        for node in ast.walk(tree):
+            if id(node) in type_only:
+                continue
             if isinstance(node, ast.ImportFrom):
                 base = ".".join(pkg[:len(pkg) - node.level + 1]) if node.level else ""
                 target = ".".join(x for x in (base, node.module or "") if x)
@@ -70,6 +75,11 @@ def import_graph(root: Path = APP) -> dict[str, set[str]]:
                 deps.update(a.name for a in node.names if a.name in mods)
         graph[name] = deps - {name}
     return graph
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
