@@ -62,7 +62,7 @@ class TokenCache:
                 self.items[k] = (np.asarray(ids, dtype=np.int32), n)
                 self.dirty = True
             ids, n = self.items[k]
-            out.append((ids, n))         # collate pads int32 arrays as they are: no list round trip per step
+            out.append((ids.tolist(), n))
         return out
 
     def save(self) -> None:
