@@ -175,13 +175,13 @@ class BatchedLoRA(nn.Module):
 
 
 def attach_lora(model: nn.Module, modules: tuple[str, ...]) -> dict[tuple[int, str], BatchedLoRA]:
-    """Replace each target projection of each decoder layer by a BatchedLoRA wrapper."""
+    """Replace each target projection of each decoder layer (attention or MLP) by a BatchedLoRA wrapper."""
     wrappers = {}
     for l, layer in enumerate(model.model.layers):
-        attn = layer.self_attn
         for m in modules:
-            w = BatchedLoRA(getattr(attn, m))
-            setattr(attn, m, w)
+            parent = layer.self_attn if hasattr(layer.self_attn, m) else layer.mlp    # q/k/v/o or gate/up/down
+            w = BatchedLoRA(getattr(parent, m))
+            setattr(parent, m, w)
             wrappers[(l, m)] = w
     return wrappers
 
