@@ -7,21 +7,42 @@
 # runs/gpu3 holds: part, data/ (the first 1000 training authors, dev, PEPs, extra-train), cache/ (profile vectors
 # and token ids from `python -m hypernet_onnx.train --prepare`: no embedder there), whl/ (gguf, platformdirs...).
 # Back in $OUT: each run's best checkpoint (slim, fp16) and logs.tgz (logs, ood.json).
+#   run: bash scripts/gpu_issue11.sh ceiling carry runs/gpu4   (after part1, part2: the per-author ceiling)
+# runs/gpu4 holds: part (= runs/gpu3/part), data/mlpapers-dev.jsonl.gz, whl/, mt-hyper-best.pt (the shared LoRA).
+# Back in $OUT: one JSON per ceiling variant (hypernet_onnx/ceiling.py).
 set -uo pipefail
 STAGE=${STAGE:-/root/stage}
 RUNS=${RUNS:-"mt-hyper mt-plain res res-extra res-contrast"}
+assemble() {   # the base GGUF from the staged parts and $1/part, the wheels the GPU machine lacks
+  G=models/SmolLM2-135M-Instruct.Q4_1.gguf
+  mkdir -p models runs/cache
+  [ -f "$G" ] || cat "$STAGE/part1" "$STAGE/part2" "$1/part" > "$G"
+  echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $G" | sha256sum -c - || exit 2
+  pip install -q --no-index --no-deps --target /tmp/site "$1"/whl/*.whl || exit 3
+  export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+  nvidia-smi -L 2>/dev/null; python -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
+}
 case "${1:-}" in
   part1) mkdir -p "$STAGE" && cp runs/gpu1/part "$STAGE/part1" && ls -l "$STAGE" ;;
   part2) mkdir -p "$STAGE" && cp runs/gpu2/part "$STAGE/part2" && ls -l "$STAGE" ;;
+  ceiling)
+    assemble runs/gpu4
+    # variant = modules:lr; every author's LoRA rank 8 over the mt-hyper LoRA, 8 epochs of their own items
+    V=${VARIANTS:-"q_proj,v_proj:1e-3 q_proj,v_proj:3e-3 q_proj,v_proj:3e-4 q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj:1e-3 q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj:3e-4"}
+    i=0
+    for v in $V; do
+      i=$((i + 1))
+      timeout "${RUN_TIMEOUT:-540}" python -m hypernet_onnx.ceiling --config hypernet_onnx/configs/v2gpu-res.toml \
+        --data-dir runs/gpu4/data --shared runs/gpu4/mt-hyper-best.pt --modules "${v%%:*}" --lr "${v##*:}" \
+        --epochs "${EPOCHS:-8}" --threads 3 --max-seconds "${MAX_SECONDS:-420}" --out "$OUT/ceiling-$i.json" \
+        > "runs/ceiling-$i.log" 2>&1 &
+    done
+    wait
+    tail -n 3 runs/ceiling-*.log | cut -c1-400
+    ls -l "$OUT" ;;
   train)
-    G=models/SmolLM2-135M-Instruct.Q4_1.gguf
-    mkdir -p models runs/cache
-    [ -f "$G" ] || cat "$STAGE/part1" "$STAGE/part2" runs/gpu3/part > "$G"
-    echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $G" | sha256sum -c - || exit 2
-    pip install -q --no-index --no-deps --target /tmp/site runs/gpu3/whl/*.whl || exit 3
-    export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+    assemble runs/gpu3
     cp runs/gpu3/cache/*.npz runs/cache/
-    nvidia-smi -L 2>/dev/null; python -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
     for n in $RUNS; do
       timeout "${RUN_TIMEOUT:-530}" python -m hypernet_onnx.train --config "hypernet_onnx/configs/v2gpu-$n.toml" \
         --data-dir runs/gpu3/data --threads 3 --max-seconds "${MAX_SECONDS:-400}" ${EXTRA:-} > "runs/v2gpu-$n.log" 2>&1 &
@@ -33,5 +54,5 @@ case "${1:-}" in
     done
     tar czf "$OUT/logs.tgz" runs/v2gpu-*.log $(ls runs/v2gpu-*/ood.json 2>/dev/null)
     ls -l "$OUT" ;;
-  *) echo "usage: $0 part1|part2|train" >&2; exit 1 ;;
+  *) echo "usage: $0 part1|part2|train|ceiling" >&2; exit 1 ;;
 esac
