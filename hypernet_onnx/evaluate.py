@@ -6,6 +6,8 @@ Methods: base, rag, p2p, p2p+rag, p2p-shuffled, mt-lora, oppu (see MODEL_CARD.md
 Per method and task: ROUGE-1/ROUGE-L of the greedy answer (rouge-score, stemmed),
 mean per-token NLL of the gold answer, and seconds per user to personalize.
 Paired bootstrap 95% CIs (resampling users) for p2p - base and p2p - p2p-shuffled.
+And every method's chat drift: the NLL of the base model's own answers to everyday prompts with the method's
+adapter minus without (hypernet_onnx/chat_anchors.py; issue 11 allows +0.05 nats).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from app.models import EMBEDDER_KEY, default_base_model_path
 from app.profile import profile_vector
 from app.prompts import TASKS, task_messages, task_target, with_examples
 from app.store import Store
+from hypernet_onnx import chat_anchors
 from hypernet_onnx import data as D
 from hypernet_onnx.stats import paired_bootstrap
 
@@ -42,7 +45,7 @@ NLL_MAX_TARGET = 256
 
 class Evaluator:
     def __init__(self, hypernet_path: Path | None, mt_lora: Path | None, oppu_steps: int, workdir: Path,
-                 threads: int | None = None, generate: bool = True, scale: float = 1.0):
+                 threads: int | None = None, generate: bool = True, scale: float = 1.0, chat: int | None = None):
         if threads:                          # OPPU's torch training too; llama.cpp and the embedder below
             import torch
             torch.set_num_threads(threads)
@@ -54,6 +57,8 @@ class Evaluator:
         self.workdir = workdir
         self.generate = generate               # False: NLL only (no decoding), for cheap large samples
         self.scale = scale                     # the hypernetwork adapters' strength (the app's setting), 1 = as trained
+        self.anchors = chat_anchors.load()[:chat]            # chat=0: no chat drift; None: every anchor
+        self._chat_nll: dict[tuple, list[float]] = {}        # by (adapter, strength): shuffled reuses p2p's
         from app.embed import Embedder
         self.embedder = Embedder(threads=threads)
         from rouge_score import rouge_scorer
@@ -107,6 +112,13 @@ class Evaluator:
         row["nll"] = self.engine.nll(self.engine.tokenize(prompt), target)
         return row
 
+    def chat_rows(self, method: str, user: str, key: tuple) -> list[dict]:
+        """The chat drift's rows (task "chat", one per anchor) for the adapter now set; computed once per adapter."""
+        if key not in self._chat_nll:
+            self._chat_nll[key] = chat_anchors.chat_nll(self.engine, self.anchors)
+        return [{"method": method, "user": user, "query": i, "task": "chat", "rouge1": None, "rougeL": None,
+                 "nll": v, "output": None} for i, v in enumerate(self._chat_nll[key])]
+
     def retrieve(self, store: Store, q: dict, task: str) -> list[dict]:
         """The app's retrieval (app/retrieval.py, the function Tailor calls for a task request)."""
         query = q["text"] if task == "headline" else q["title"]
@@ -138,8 +150,10 @@ class Evaluator:
                     t_pers += p["t_rag"]
                 elif m == "rag":
                     t_pers = p["t_rag"]
-                self.engine.set_adapter(adapter, self.scale if m in HYPERNET_METHODS else 1.0)
+                scale = self.scale if m in HYPERNET_METHODS else 1.0
+                self.engine.set_adapter(adapter, scale)
                 sec[m].append(t_pers)
+                rows += self.chat_rows(m, u["user"], (str(adapter) if adapter else None, scale if adapter else None))
                 for qi, q in enumerate(u["queries"]):
                     for task in TASKS:
                         items = self.retrieve(p["store"], q, task) if m.endswith("rag") else []
@@ -176,7 +190,8 @@ def summarize(rows: list[dict], sec: dict, methods: list[str], n_users: int) -> 
         res["methods"][m]["sec_per_user"] = float(np.mean(sec[m])) if sec[m] else 0.0
     for a, b in [("p2p", "base"), ("p2p", "p2p-shuffled"), ("p2p", "mt-lora")]:
         if a in methods and b in methods:
-            res["ci"][f"{a} - {b}"] = {t: {k: None if any(r[k] is None for r in rows if r["method"] in (a, b))
+            res["ci"][f"{a} - {b}"] = {t: {k: None if any(r[k] is None for r in rows
+                                                          if r["method"] in (a, b) and r["task"] == t)
                                            else paired_bootstrap(rows, a, b, t, k) for k in ("rougeL", "nll")}
                                        for t in TASKS}
     if all(m in methods for m in ("base", "p2p", "p2p-shuffled")):
@@ -186,6 +201,12 @@ def summarize(rows: list[dict], sec: dict, methods: list[str], n_users: int) -> 
                                or nll["base"][t] <= nll["p2p"][t]
                                else (nll["p2p-shuffled"][t] - nll["p2p"][t]) / (nll["base"][t] - nll["p2p"][t])
                                for t in TASKS}
+    chat = {m: {(r["user"], r["query"]) for r in rows if r["method"] == m and r["task"] == "chat"} for m in methods}
+    if any(chat.values()):      # drift only where base scored the same anchors for the same users (merged runs)
+        res["chat"] = {m: {"nll": float(np.mean([r["nll"] for r in rows if r["method"] == m and r["task"] == "chat"])),
+                           "drift": paired_bootstrap(rows, m, "base", "chat", "nll")
+                           if m != "base" and chat[m] <= chat.get("base", set()) else None}
+                       for m in methods if chat[m]}
     return res
 
 
@@ -209,6 +230,12 @@ def to_markdown(res: dict, title: str) -> str:
         for comp, per_task in res["ci"].items():
             for t, d in per_task.items():
                 lines.append(f"| {comp} | {t} | {ci(d['rougeL'])} | {ci(d['nll'])} |")
+    if res.get("chat"):
+        lines += ["", f"Everyday chat: NLL of the base model's own answers (hypernet_onnx/chat_anchors.py), and the "
+                  f"drift = method - base [95% CI], allowed up to +{chat_anchors.LIMIT}:", "",
+                  "| method | chat NLL | drift |", "|---|---|---|"]
+        for m, v in res["chat"].items():
+            lines.append(f"| {m} | {v['nll']:.4f} | {ci(v['drift'])} |")
     if res.get("person_share"):
         lines += ["", "Person share of the NLL gain, (p2p-shuffled - p2p) / (base - p2p): " +
                   ", ".join(f"{t} {f(v, 3)}" for t, v in res["person_share"].items())]
@@ -288,6 +315,8 @@ def main(argv=None) -> None:
                     help="strength of the hypernetwork's adapters (p2p, p2p+rag, p2p-shuffled), as the app's setting")
     ap.add_argument("--nll-only", action="store_true",
                     help="score only the gold answers' NLL (no decoding, no ROUGE): cheap, for large samples")
+    ap.add_argument("--chat", type=int, default=None, metavar="N",
+                    help="score the chat drift on the first N anchors (default: all; 0: none)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     if a.merge:
@@ -305,7 +334,7 @@ def main(argv=None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         ev = Evaluator(a.hypernet, a.mt_lora, a.oppu_steps, Path(tmp), a.threads, generate=not a.nll_only,
-                       scale=a.scale)
+                       scale=a.scale, chat=a.chat)
         t0 = time.time()
         res, rows = ev.run(users, methods)
     res["data"] = str(a.data.name)

@@ -30,7 +30,7 @@ def full_run(data_file, tmp_path_factory, hypernet, spec):
     mt = write_adapter(hypernet.generate(np.zeros(hypernet.input_dim, np.float32)), tmp / "mt.gguf", spec)
     out = tmp / "out"
     E.main(["--data", str(data_file), "--methods", ",".join(E.ALL_METHODS), "--mt-lora", str(mt),
-            "--oppu-steps", "2", "--out", str(out)])
+            "--oppu-steps", "2", "--chat", "3", "--out", str(out)])
     return out
 
 
@@ -55,14 +55,24 @@ def test_evaluate_every_method(full_run):
         assert res["person_share"][t] == (None if base <= own else pytest.approx((shuf - own) / (base - own)))
     assert "Person share" in (out / "results.md").read_text()
     rows = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
-    assert len(rows) == len(E.ALL_METHODS) * 2 * 1 * 2          # methods x users x queries x tasks
+    assert len(rows) == len(E.ALL_METHODS) * 2 * (1 * 2 + 3)    # methods x users x (queries x tasks + chat anchors)
+    # chat drift: the base model's own answers scored under each method's adapter, against no adapter
+    chat = {(r["method"], r["user"]): [x["nll"] for x in rows if (x["method"], x["user"], x["task"]) ==
+                                       (r["method"], r["user"], "chat")] for r in rows}
+    users = sorted({r["user"] for r in rows})
+    assert chat[("rag", users[0])] == chat[("base", users[0])] and res["chat"]["rag"]["drift"]["diff"] == 0
+    assert res["chat"]["base"]["drift"] is None and res["chat"]["p2p"]["drift"]["diff"] != 0
+    assert chat[("p2p-shuffled", users[0])] == chat[("p2p", users[1])]       # the other user's adapter, same NLLs
+    assert chat[("p2p", users[0])] != chat[("p2p", users[1])]
+    assert res["chat"]["oppu"]["nll"] == pytest.approx(np.mean(chat[("oppu", users[0])] + chat[("oppu", users[1])]))
+    assert "Everyday chat" in (out / "results.md").read_text()
     assert "| p2p |" in (out / "results.md").read_text()
 
 
 def test_shards_merge_into_the_same_numbers(data_file, full_run, tmp_path):
     """Two one-user runs merged give the rows and means of the two-user run (greedy decoding is deterministic)."""
     for skip in (0, 1):
-        E.main(["--data", str(data_file), "--skip", str(skip), "--users", "1", "--methods", "base,p2p",
+        E.main(["--data", str(data_file), "--skip", str(skip), "--users", "1", "--methods", "base,p2p", "--chat", "0",
                 "--out", str(tmp_path / f"shard{skip}")])
     E.main(["--merge", str(tmp_path / "shard0"), str(tmp_path / "shard1"), "--out", str(tmp_path / "merged")])
     merged = json.loads((tmp_path / "merged" / "results.json").read_text())
@@ -76,7 +86,7 @@ def test_shards_merge_into_the_same_numbers(data_file, full_run, tmp_path):
     with pytest.raises(SystemExit, match="share users"):
         E.main(["--merge", str(tmp_path / "shard0"), str(tmp_path / "shard0"), "--out", str(tmp_path / "bad")])
     # the other way round: other methods on the same two users join as more rows of the same table
-    E.main(["--data", str(data_file), "--methods", "p2p-shuffled", "--out", str(tmp_path / "shuf")])
+    E.main(["--data", str(data_file), "--methods", "p2p-shuffled", "--chat", "0", "--out", str(tmp_path / "shuf")])
     E.main(["--merge", str(tmp_path / "merged"), str(tmp_path / "shuf"), "--out", str(tmp_path / "wide")])
     wide = json.loads((tmp_path / "wide" / "results.json").read_text())
     assert list(wide["methods"]) == ["base", "p2p", "p2p-shuffled"] and wide["n_users"] == 2
@@ -87,6 +97,7 @@ def test_shards_merge_into_the_same_numbers(data_file, full_run, tmp_path):
     pick = json.loads((tmp_path / "pick" / "results.json").read_text())
     assert list(pick["methods"]) == ["base", "p2p", "mt-lora", "oppu"]
     assert pick["methods"]["oppu"] == full["methods"]["oppu"]
+    assert pick["chat"]["oppu"]["drift"] is None and "base" not in pick["chat"]   # no base anchors to pair with
     with pytest.raises(SystemExit, match="no results for"):
         E.main(["--merge", str(tmp_path / "merged"), f"{tmp_path / 'shuf'}:oppu", "--out", str(tmp_path / "bad3")])
     # a method that covers other people than the rest would make a table row about someone else
@@ -151,7 +162,8 @@ def test_rag_examples_are_earlier_turns_of_the_same_task():
 
 
 def test_nll_only_scores_the_same_nll_without_decoding(data_file, full_run, tmp_path):
-    E.main(["--data", str(data_file), "--methods", "base,p2p,p2p-shuffled", "--nll-only", "--out", str(tmp_path)])
+    E.main(["--data", str(data_file), "--methods", "base,p2p,p2p-shuffled", "--nll-only", "--chat", "0",
+            "--out", str(tmp_path)])
     res = json.loads((tmp_path / "results.json").read_text())
     full = json.loads((full_run / "results.json").read_text())
     for m in ("base", "p2p", "p2p-shuffled"):
@@ -167,13 +179,15 @@ def test_nll_only_scores_the_same_nll_without_decoding(data_file, full_run, tmp_
 def test_scale_sets_the_hypernetwork_adapters_strength(data_file, tmp_path):
     """--scale is the app's strength setting: at 0 the adapter does nothing (p2p scores exactly the base model),
     and runs at different strengths do not merge into one table."""
-    E.main(["--data", str(data_file), "--methods", "base,p2p", "--nll-only", "--scale", "0",
+    E.main(["--data", str(data_file), "--methods", "base,p2p", "--nll-only", "--scale", "0", "--chat", "2",
             "--out", str(tmp_path / "s0")])
     res = json.loads((tmp_path / "s0" / "results.json").read_text())
     assert res["scale"] == 0
     for task in ("headline", "writing"):
         assert res["methods"]["p2p"][task]["nll"] == pytest.approx(res["methods"]["base"][task]["nll"], abs=1e-6)
-    E.main(["--data", str(data_file), "--methods", "p2p-shuffled", "--nll-only", "--out", str(tmp_path / "s1")])
+    assert res["chat"]["p2p"]["drift"]["diff"] == pytest.approx(0, abs=1e-6)       # the chat drift at that strength too
+    E.main(["--data", str(data_file), "--methods", "p2p-shuffled", "--nll-only", "--chat", "0",
+            "--out", str(tmp_path / "s1")])
     with pytest.raises(SystemExit, match="different adapter strengths"):
         E.main(["--merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "bad")])
 

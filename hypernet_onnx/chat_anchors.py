@@ -1,0 +1,78 @@
+"""Does the adapter make everyday chat worse? The guard of issue 11 (item 4), next to the task metrics.
+
+    python -m hypernet_onnx.chat_anchors        # regenerate assets/prompts/chat-anchors.jsonl after a base-model change
+
+The anchors are the base model's own greedy answers (llama.cpp, the shipped GGUF, the app's plain chat prompt:
+one user turn, no retrieval) to the everyday and writing prompts of the chat-quality set (app.quality.PROMPTS).
+The base model finds its own answers likely; an adapter that leaves everyday chat alone keeps them so, one that
+pulls every answer toward abstracts and headlines makes them less likely. The NLL of these answers under an
+adapter minus under none is the drift; issue 11 allows at most +0.05 nats at the app's default strength. It
+costs no decoding, so the evaluation measures it for every adapter it makes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from app.models import DEFAULT_BASE
+from app.paths import assets_dir
+from app.quality import load_prompts
+
+ANCHORS = "prompts/chat-anchors.jsonl"       # under assets/
+KINDS = ("everyday", "writing")              # the chat-quality prompts that are not the profile's topics or tasks
+MAX_TOKENS = 128
+LIMIT = 0.05                                 # issue 11: the most an adapter may raise the anchors' NLL
+
+
+def messages(prompt: str) -> list[dict]:
+    """The app's prompt for a first chat turn without retrieval (Tailor._prepare with rag off, no history)."""
+    return [{"role": "user", "content": prompt}]
+
+
+def build(engine) -> list[dict]:
+    """The base model's greedy answers; ``engine`` must have no adapter."""
+    from app.engine import GREEDY
+    if engine.adapter_path is not None:
+        raise ValueError("the anchors are the base model's answers: detach the adapter first")
+    rows = []
+    for p in load_prompts():
+        if p["kind"] in KINDS:
+            g = engine.complete(engine.chat_prompt(messages(p["content"])), max_tokens=MAX_TOKENS, sampling=GREEDY)
+            rows.append({"id": p["id"], "kind": p["kind"], "prompt": p["content"], "base_sha256": DEFAULT_BASE.sha256,
+                         "answer": g.text, "ended": g.n_tokens < MAX_TOKENS})   # False: cut at MAX_TOKENS
+    return rows
+
+
+def load(path: Path | None = None) -> list[dict]:
+    path = path or assets_dir() / ANCHORS
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    stale = {r["base_sha256"] for r in rows} - {DEFAULT_BASE.sha256}
+    if stale:
+        raise ValueError(f"{path} holds another base model's answers ({sorted(stale)[0][:12]}...): regenerate "
+                         "them with `python -m hypernet_onnx.chat_anchors`")
+    return rows
+
+
+def chat_nll(engine, anchors: list[dict]) -> list[float]:
+    """Per anchor, the mean NLL per token of the base model's answer under the engine's current adapter and
+    strength (with its end-of-turn token where the base model ended the answer, as the evaluation's task NLLs
+    count it; not after an answer cut at MAX_TOKENS)."""
+    return [engine.nll(engine.tokenize(engine.chat_prompt(messages(a["prompt"]))),
+                       engine.tokenize(a["answer"] + ("<|im_end|>" if a["ended"] else ""))) for a in anchors]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=None, help=f"default: assets/{ANCHORS}")
+    a = ap.parse_args(argv)
+    from app.engine import Engine
+    from app.models import default_base_model_path
+    rows = build(Engine(default_base_model_path()))
+    out = a.out or assets_dir() / ANCHORS
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    print(f"{len(rows)} anchors -> {out}")
+
+
+if __name__ == "__main__":
+    main()

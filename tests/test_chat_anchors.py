@@ -1,0 +1,50 @@
+"""The chat drift's anchors (hypernet_onnx/chat_anchors.py): the base model's own greedy answers to the everyday
+and writing prompts, so an adapter's drift measures how far it pulls everyday chat away from the base model."""
+import json
+
+import pytest
+
+from app.models import DEFAULT_BASE
+from app.quality import load_prompts
+from hypernet_onnx import chat_anchors
+
+
+def test_the_anchors_cover_the_everyday_and_writing_prompts_of_the_shipped_base():
+    anchors = chat_anchors.load()
+    want = [(p["id"], p["content"]) for p in load_prompts() if p["kind"] in chat_anchors.KINDS]
+    assert [(a["id"], a["prompt"]) for a in anchors] == want and len(want) >= 20
+    assert all(a["answer"].strip() and a["base_sha256"] == DEFAULT_BASE.sha256 for a in anchors)
+
+
+def test_another_base_models_answers_are_refused(tmp_path):
+    rows = chat_anchors.load()[:2]
+    rows[1]["base_sha256"] = "0" * 64
+    bad = tmp_path / "a.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="another base model's answers.*chat_anchors"):
+        chat_anchors.load(bad)
+
+
+def test_the_committed_answers_are_the_base_models_own(engine, monkeypatch):
+    """Regenerating reproduces the committed file (first anchors): the locked llama.cpp and GGUF answer the same."""
+    engine.set_adapter(None)
+    some = [p for p in load_prompts() if p["kind"] in chat_anchors.KINDS][:2]
+    monkeypatch.setattr(chat_anchors, "load_prompts", lambda: some)
+    assert chat_anchors.build(engine) == chat_anchors.load()[:2]
+
+
+def test_an_adapter_moves_the_chat_nll_and_none_restores_it(engine, hypernet, spec, tmp_path):
+    import numpy as np
+    from app.lora_gguf import write_adapter
+    eng = type(engine)(engine.model_path, n_ctx=1024, logits_all=True)
+    anchors = chat_anchors.load()[:2]
+    base = chat_anchors.chat_nll(eng, anchors)
+    assert all(0 < v < 5 for v in base)                 # the base model finds its own answers likely
+    eng.set_adapter(write_adapter(hypernet.generate(np.zeros(hypernet.input_dim, np.float32)), tmp_path / "a.gguf",
+                                  spec), 1.0)
+    moved = chat_anchors.chat_nll(eng, anchors)
+    assert moved != base
+    with pytest.raises(ValueError, match="detach the adapter"):
+        chat_anchors.build(eng)
+    eng.set_adapter(None)
+    assert chat_anchors.chat_nll(eng, anchors) == pytest.approx(base, abs=1e-6)
