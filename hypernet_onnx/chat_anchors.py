@@ -62,6 +62,15 @@ def chat_nll(engine, anchors: list[dict]) -> list[float]:
                        engine.tokenize(a["answer"] + ("<|im_end|>" if a["ended"] else ""))) for a in anchors]
 
 
+def encode(tok, template: str, anchor: dict, max_len: int) -> tuple[list[int], int]:
+    """An anchor for the torch side (training's dev log), as frozen_base.encode encodes a task example: token ids
+    of the prompt chat_nll scores and the answer, and the prompt length."""
+    from app.prompts import render_chat
+    prompt = tok(render_chat(template, messages(anchor["prompt"])), add_special_tokens=False)["input_ids"]
+    target = tok(anchor["answer"] + ("<|im_end|>" if anchor["ended"] else ""), add_special_tokens=False)["input_ids"]
+    return (prompt + target)[:max_len], len(prompt)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=None, help=f"default: assets/{ANCHORS}")

@@ -22,7 +22,7 @@ def last_eval(run: Path, step: int | None = None) -> tuple[dict, dict]:
 
 def table(runs: list[Path], step: int | None = None) -> str:
     lines = ["| run | step | dev NLL (own) | shuffled | base | headline: shuffled - own [95% CI], share | "
-             "writing: shuffled - own [95% CI], share |", "|---|---|---|---|---|---|---|"]
+             "writing: shuffled - own [95% CI], share | chat drift |", "|---|---|---|---|---|---|---|---|"]
     for run in runs:
         _cfg, r = last_eval(run, step)
 
@@ -33,7 +33,8 @@ def table(runs: list[Path], step: int | None = None) -> str:
             share = "–" if p["share"] is None else f"{p['share']:.1%}"
             return f"{p['gap']:+.4f} [{p['lo']:+.4f}, {p['hi']:+.4f}], {share}"
         lines.append(f"| {run.name} | {r['step']} | {r['dev']:.4f} | {r['dev_shuffled']:.4f} | {r['dev_base']:.4f} | "
-                     f"{person('headline')} | {person('writing')} |")
+                     f"{person('headline')} | {person('writing')} | "
+                     f"{'–' if r.get('chat_drift') is None else format(r['chat_drift'], '+.4f')} |")
     return "\n".join(lines) + "\n"
 
 

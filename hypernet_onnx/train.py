@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from app.base_model import BaseSpec
 from app.profile import input_dim
 from hypernet_onnx import caches as C
+from hypernet_onnx import chat_anchors
 from hypernet_onnx import data as D
 from hypernet_onnx.frozen_base import collate, encode, example_losses, load_base
 from hypernet_onnx.stats import person_metric
@@ -76,6 +77,7 @@ class TrainConfig:
     ood_data: str = ""               # evaluated with the best checkpoint at the end (e.g. peps-ood-dev.jsonl.gz)
     ood_users: int = 0
     bf16: bool = True                # autocast on a GPU (CPU runs stay fp32)
+    chat_users: int = 4              # chat drift in the dev log: the first N dev users' adapters on the chat anchors
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
@@ -137,6 +139,9 @@ class Trainer:
         self.data_hash, self.profiles, self.tokens, self.splits = data.data_hash, data.profiles, data.tokens, data.splits
         self.train, self.train_ids, self.train_items = data.train, data.train_ids, data.train_items
         self.dev = self.splits["dev"].examples
+        self.chat_items = [chat_anchors.encode(self.tok, self.template, a, cfg.max_len)
+                           for a in chat_anchors.load()] if cfg.chat_users else []
+        self.chat_base: np.ndarray | None = None
         if cfg.standardize:
             vecs = torch.tensor(np.stack([self.profiles[u["user"]] for u in data.train_users]))       # (N, P)
             self.hyper.set_input_stats(vecs.mean(0), vecs.std(0))
@@ -223,10 +228,18 @@ class Trainer:
                ) -> torch.Tensor:
         """Per-example answer NLL (B,), each example under the adapter of its own profile (``ex.profile_key``:
         the user's, or with ``loo`` the profile without the target item) or of ``profile_of(user)``."""
-        dev = self.device
         items = items if items is not None else self.tokens.get(batch, self._encode)
-        input_ids, mask, loss_mask = (t.to(dev) for t in collate(items, self.tok.pad_token_id or 0))
         keys = [ex.profile_key if profile_of is None else profile_of(ex.user) for ex in batch]
+        return self.nll_under(keys, items)
+
+    def nll_under(self, keys: list[str] | None, items: list[tuple[list[int], int]]) -> torch.Tensor:
+        """Per-sequence answer NLL (B,), row i under the adapter of profile ``keys[i]`` (None: the base model)."""
+        dev = self.device
+        input_ids, mask, loss_mask = (t.to(dev) for t in collate(items, self.tok.pad_token_id or 0))
+        if keys is None:
+            set_lora(self.wrappers, None)
+            with self.acc.autocast():
+                return example_losses(self.model, input_ids, mask, loss_mask).float()
         prof = torch.tensor(np.stack([self.profiles[k] for k in keys])).to(dev)                 # (B, P)
         if self.cfg.profile_input == "zeros":
             prof = torch.zeros_like(prof)
@@ -294,15 +307,27 @@ class Trainer:
             vals = [self.losses(sp.examples[i:i + bs], profile_of, sp.items[i:i + bs]) for i in chunks]
             per_example[name] = torch.cat(vals).cpu().numpy()
         if sp.base is None:    # the frozen base model's loss never changes: compute it once
-            set_lora(self.wrappers, None)
-            with self.acc.autocast():
-                vals = [example_losses(self.model, *(t.to(self.device) for t in collate(
-                    sp.items[i:i + bs], self.tok.pad_token_id or 0))).float() for i in chunks]
-            sp.base = torch.cat(vals).cpu().numpy()
+            sp.base = torch.cat([self.nll_under(None, sp.items[i:i + bs]) for i in chunks]).cpu().numpy()
         per_example["dev_base"] = sp.base
         out = {name: float(v.mean()) for name, v in per_example.items()}
         out["person"] = person_metric(sp.examples, per_example)
+        if self.chat_items:
+            out.update(self.chat_drift(list(dict.fromkeys(e.user for e in sp.examples))[:self.cfg.chat_users]))
         return out
+
+    def chat_drift(self, users: list[str]) -> dict:
+        """The chat guard of issue 11 (hypernet_onnx/chat_anchors.py): the base model's own answers to everyday
+        prompts scored under these users' adapters, minus under none. The app's evaluation measures the same
+        through llama.cpp at the app's strength; this is the cheap view in every dev log."""
+        bs, n = self.cfg.batch_size, len(self.chat_items)
+        if self.chat_base is None:
+            self.chat_base = torch.cat([self.nll_under(None, self.chat_items[i:i + bs])
+                                        for i in range(0, n, bs)]).cpu().numpy()
+        own = np.mean([torch.cat([self.nll_under([u] * len(part), part) for part in
+                                  (self.chat_items[i:i + bs] for i in range(0, n, bs))]).cpu().numpy()
+                       for u in users], 0)                                               # (n,) averaged over users
+        return {"chat": float(own.mean()), "chat_base": float(self.chat_base.mean()),
+                "chat_drift": float(own.mean() - self.chat_base.mean())}
 
     def run(self, max_seconds: float | None = None, until: int | None = None) -> list[dict]:
         """Train to cfg.steps, or stop early (with a checkpoint) at step `until` or after `max_seconds`.

@@ -36,6 +36,7 @@ def test_adapter_starts_at_zero_delta(tiny_cfg):
         base = tr.evaluate()
     # at init dW = B A = 0, so the personalized loss equals the base model's
     assert base["dev"] == pytest.approx(base["dev_base"], abs=1e-5)
+    assert base["chat_drift"] == pytest.approx(0, abs=1e-5) and base["chat_base"] > 0   # everyday chat untouched too
 
 
 def test_loss_falls_and_resumes(tiny_cfg):
@@ -150,6 +151,7 @@ def test_dev_log_reports_the_person_metric(tiny_cfg):
     row = next(line for line in md.splitlines() if line.startswith(f"| {tr.out.name} |"))
     assert f"| {log[-1]['step']} | {log[-1]['dev']:.4f} |" in row
     assert f"{log[-1]['person']['writing']['gap']:+.4f} [" in row
+    assert row.endswith(f"| {log[-1]['chat_drift']:+.4f} |") and log[-1]["chat_drift"] != 0    # the chat guard
 
 
 def test_residual_design_starts_at_the_shared_lora_and_keeps_it_for_the_average_person(tiny_cfg, tmp_path, spec):
