@@ -55,3 +55,11 @@ def test_the_core_keeps_its_spec_cache_in_its_data_dir(home, monkeypatch, spec):
         t.close()
     cached = json.loads((home / "cache" / "gguf-specs.json").read_text())
     assert list(cached.values()) == [{**spec.__dict__}]
+
+
+def test_an_engine_keeps_to_its_threads_in_prompt_processing_too():
+    """--threads 1 runs side by side must not each take every core while scoring prompts (NLL is all prompt)."""
+    from app.engine import Engine
+    from tests.conftest import BASE_GGUF
+    e = Engine(BASE_GGUF, n_ctx=256, n_threads=1)
+    assert e.llm.context_params.n_threads == e.llm.context_params.n_threads_batch == 1
