@@ -45,7 +45,8 @@ NLL_MAX_TARGET = 256
 
 class Evaluator:
     def __init__(self, hypernet_path: Path | None, mt_lora: Path | None, oppu_steps: int, workdir: Path,
-                 threads: int | None = None, generate: bool = True, scale: float = 1.0, chat: int | None = None):
+                 threads: int | None = None, generate: bool = True, scale: float = 1.0, chat: int | None = None,
+                 tasks: bool = True):
         if threads:                          # OPPU's torch training too; llama.cpp and the embedder below
             import torch
             torch.set_num_threads(threads)
@@ -56,6 +57,7 @@ class Evaluator:
         self.oppu_steps = oppu_steps
         self.workdir = workdir
         self.generate = generate               # False: NLL only (no decoding), for cheap large samples
+        self.tasks = tasks                     # False: only the chat drift (no task queries scored)
         self.scale = scale                     # the hypernetwork adapters' strength (the app's setting), 1 = as trained
         self.anchors = chat_anchors.load()[:chat]            # chat=0: no chat drift; None: every anchor
         self._chat_nll: dict[tuple, list[float]] = {}        # by (adapter, strength): shuffled reuses p2p's
@@ -154,7 +156,7 @@ class Evaluator:
                 self.engine.set_adapter(adapter, scale)
                 sec[m].append(t_pers)
                 rows += self.chat_rows(m, u["user"], (str(adapter) if adapter else None, scale if adapter else None))
-                for qi, q in enumerate(u["queries"]):
+                for qi, q in enumerate(u["queries"] if self.tasks else []):
                     for task in TASKS:
                         items = self.retrieve(p["store"], q, task) if m.endswith("rag") else []
                         rows.append({"method": m, "user": u["user"], "query": qi, "task": task,
@@ -181,20 +183,21 @@ def person_store(user: dict, embedder, path: Path) -> Store:
 
 def summarize(rows: list[dict], sec: dict, methods: list[str], n_users: int) -> dict:
     res = {"methods": {}, "ci": {}, "n_users": n_users}
-    def mean(vals: list) -> float | None:      # None: not measured (an --nll-only run)
-        return None if any(v is None for v in vals) else float(np.mean(vals))
+    def mean(vals: list) -> float | None:      # None: not measured (an --nll-only or --chat-only run)
+        return None if not vals or any(v is None for v in vals) else float(np.mean(vals))
 
     for m in methods:
         res["methods"][m] = {t: {k: mean([r[k] for r in rows if r["method"] == m and r["task"] == t])
                                  for k in ("rouge1", "rougeL", "nll")} for t in TASKS}
         res["methods"][m]["sec_per_user"] = float(np.mean(sec[m])) if sec[m] else 0.0
+    scored = {r["method"] for r in rows if r["task"] in TASKS}
     for a, b in [("p2p", "base"), ("p2p", "p2p-shuffled"), ("p2p", "mt-lora")]:
-        if a in methods and b in methods:
+        if a in scored and b in scored:
             res["ci"][f"{a} - {b}"] = {t: {k: None if any(r[k] is None for r in rows
                                                           if r["method"] in (a, b) and r["task"] == t)
                                            else paired_bootstrap(rows, a, b, t, k) for k in ("rougeL", "nll")}
                                        for t in TASKS}
-    if all(m in methods for m in ("base", "p2p", "p2p-shuffled")):
+    if all(m in scored for m in ("base", "p2p", "p2p-shuffled")):
         # the part of p2p's NLL gain over the base model that needs the person's own profile (issue 11)
         nll = {m: {t: res["methods"][m][t]["nll"] for t in TASKS} for m in ("base", "p2p", "p2p-shuffled")}
         res["person_share"] = {t: None if None in (nll["base"][t], nll["p2p"][t], nll["p2p-shuffled"][t])
@@ -317,6 +320,8 @@ def main(argv=None) -> None:
                     help="score only the gold answers' NLL (no decoding, no ROUGE): cheap, for large samples")
     ap.add_argument("--chat", type=int, default=None, metavar="N",
                     help="score the chat drift on the first N anchors (default: all; 0: none)")
+    ap.add_argument("--chat-only", action="store_true",
+                    help="score only the chat drift (no task queries): how far each method's adapters move everyday chat")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     if a.merge:
@@ -330,10 +335,13 @@ def main(argv=None) -> None:
         ap.error(f"unknown methods {sorted(unknown)}")
     if "mt-lora" in methods and a.mt_lora is None:
         ap.error("--methods mt-lora needs --mt-lora ADAPTER.gguf (python -m hypernet_onnx.mt_lora)")
+    if a.chat_only and a.chat == 0:
+        ap.error("--chat-only scores the chat anchors: --chat 0 leaves nothing to score")
     users = D.load_users(a.data, None if a.users is None else a.skip + a.users)[a.skip:]
     a.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         ev = Evaluator(a.hypernet, a.mt_lora, a.oppu_steps, Path(tmp), a.threads, generate=not a.nll_only,
+                       tasks=not a.chat_only,
                        scale=a.scale, chat=a.chat)
         t0 = time.time()
         res, rows = ev.run(users, methods)

@@ -191,3 +191,19 @@ def test_scale_sets_the_hypernetwork_adapters_strength(data_file, tmp_path):
     with pytest.raises(SystemExit, match="different adapter strengths"):
         E.main(["--merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "bad")])
 
+
+
+def test_chat_only_scores_the_same_chat_drift_without_the_tasks(data_file, full_run, tmp_path):
+    E.main(["--data", str(data_file), "--methods", "base,p2p", "--chat-only", "--chat", "2", "--out", str(tmp_path)])
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert all(res["methods"][m][t]["nll"] is None for m in ("base", "p2p") for t in ("headline", "writing"))
+    assert res["ci"] == {} and "person_share" not in res
+    rows = [json.loads(line) for line in (tmp_path / "outputs.jsonl").read_text().splitlines()]
+    full = {(r["method"], r["user"], r["query"]): r["nll"] for r in map(json.loads, (full_run / "outputs.jsonl")
+            .read_text().splitlines()) if r["task"] == "chat"}
+    assert {r["task"] for r in rows} == {"chat"} and len(rows) == 2 * 2 * 2
+    for r in rows:
+        assert r["nll"] == pytest.approx(full[(r["method"], r["user"], r["query"])], abs=1e-4)
+    assert res["chat"]["p2p"]["drift"]["diff"] != 0
+    with pytest.raises(SystemExit):
+        E.main(["--data", str(data_file), "--methods", "p2p", "--chat-only", "--chat", "0", "--out", str(tmp_path)])
