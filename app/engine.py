@@ -67,7 +67,7 @@ class Engine:
         self.spec = spec if spec is not None else read_base_spec(self.model_path)
         threads = n_threads or max(1, os.cpu_count() or 1)
         try:    # prompt processing too (llama-cpp-python's n_threads_batch defaults to every core: two runs
-            #     side by side with 1 thread each then ran 4 threads on 2 cores, 5x slower)
+            #     side by side with 1 thread each then ran 4 threads on 2 cores, ~3.5x slower: 153 vs 43 s a person)
             self.llm = llama_cpp.Llama(
                 model_path=str(self.model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                 n_gpu_layers=n_gpu_layers, logits_all=logits_all, verbose=False, seed=0)
