@@ -1,6 +1,7 @@
 """Does the adapter make everyday chat worse? The guard of issue 11 (item 4), next to the task metrics.
 
-    python -m hypernet_onnx.chat_anchors        # regenerate assets/prompts/chat-anchors.jsonl after a base-model change
+    python -m hypernet_onnx.chat_anchors           # regenerate assets/prompts/chat-anchors.jsonl after a base-model change
+    python -m hypernet_onnx.chat_anchors --train   # and the training set of the fix (hypernet_onnx/chat-train.jsonl)
 
 The anchors are the base model's own greedy answers (llama.cpp, the shipped GGUF, the app's plain chat prompt:
 one user turn, no retrieval) to the everyday and writing prompts of the chat-quality set (app.quality.PROMPTS).
@@ -8,6 +9,10 @@ The base model finds its own answers likely; an adapter that leaves everyday cha
 pulls every answer toward abstracts and headlines makes them less likely. The NLL of these answers under an
 adapter minus under none is the drift; issue 11 allows at most +0.05 nats at the app's default strength. It
 costs no decoding, so the evaluation measures it for every adapter it makes.
+
+The fix is trained on other prompts (``TRAIN_PROMPTS``: everyday requests written for this, none of them an
+anchor's): training's ``chat_kl`` keeps the adapter's next-token distribution on the base model's answers to
+them close to the base model's own, and the anchors stay a held-out measurement.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from app.quality import load_prompts
 
 ANCHORS = "prompts/chat-anchors.jsonl"       # under assets/
 KINDS = ("everyday", "writing")              # the chat-quality prompts that are not the profile's topics or tasks
+TRAIN_PROMPTS = Path(__file__).with_name("chat-train-prompts.txt")     # one prompt per line
+TRAIN = Path(__file__).with_name("chat-train.jsonl")                    # their base answers (``--train``)
 MAX_TOKENS = 128
 LIMIT = 0.05                                 # issue 11: the most an adapter may raise the anchors' NLL
 
@@ -30,17 +37,25 @@ def messages(prompt: str) -> list[dict]:
     return [{"role": "user", "content": prompt}]
 
 
-def build(engine) -> list[dict]:
-    """The base model's greedy answers; ``engine`` must have no adapter."""
+def anchor_prompts() -> list[dict]:
+    return [{"id": p["id"], "kind": p["kind"], "prompt": p["content"]} for p in load_prompts() if p["kind"] in KINDS]
+
+
+def train_prompts() -> list[dict]:
+    lines = [s.strip() for s in TRAIN_PROMPTS.read_text(encoding="utf-8").splitlines() if s.strip()]
+    return [{"id": f"train-{i:03d}", "kind": "train", "prompt": s} for i, s in enumerate(lines, 1)]
+
+
+def build(engine, prompts: list[dict]) -> list[dict]:
+    """The base model's greedy answers to ``prompts``; ``engine`` must have no adapter."""
     from app.engine import GREEDY
     if engine.adapter_path is not None:
         raise ValueError("the anchors are the base model's answers: detach the adapter first")
     rows = []
-    for p in load_prompts():
-        if p["kind"] in KINDS:
-            g = engine.complete(engine.chat_prompt(messages(p["content"])), max_tokens=MAX_TOKENS, sampling=GREEDY)
-            rows.append({"id": p["id"], "kind": p["kind"], "prompt": p["content"], "base_sha256": DEFAULT_BASE.sha256,
-                         "answer": g.text, "ended": g.n_tokens < MAX_TOKENS})   # False: cut at MAX_TOKENS
+    for p in prompts:
+        g = engine.complete(engine.chat_prompt(messages(p["prompt"])), max_tokens=MAX_TOKENS, sampling=GREEDY)
+        rows.append({**p, "base_sha256": DEFAULT_BASE.sha256,
+                     "answer": g.text, "ended": g.n_tokens < MAX_TOKENS})   # False: cut at MAX_TOKENS
     return rows
 
 
@@ -73,14 +88,17 @@ def encode(tok, template: str, anchor: dict, max_len: int) -> tuple[list[int], i
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=None, help=f"default: assets/{ANCHORS}")
+    ap.add_argument("--train", action="store_true", help=f"answer {TRAIN_PROMPTS.name} instead (-> {TRAIN.name})")
+    ap.add_argument("--out", type=Path, default=None, help=f"default: assets/{ANCHORS} ({TRAIN} with --train)")
+    ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args(argv)
     from app.engine import Engine
     from app.models import default_base_model_path
-    rows = build(Engine(default_base_model_path()))
-    out = a.out or assets_dir() / ANCHORS
+    engine = Engine(default_base_model_path(), **({"n_threads": a.threads} if a.threads else {}))
+    rows = build(engine, train_prompts() if a.train else anchor_prompts())
+    out = a.out or (TRAIN if a.train else assets_dir() / ANCHORS)
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    print(f"{len(rows)} anchors -> {out}")
+    print(f"{len(rows)} answers -> {out}")
 
 
 if __name__ == "__main__":

@@ -25,12 +25,24 @@ def test_another_base_models_answers_are_refused(tmp_path):
         chat_anchors.load(bad)
 
 
-def test_the_committed_answers_are_the_base_models_own(engine, monkeypatch):
+def test_the_committed_answers_are_the_base_models_own(engine):
     """Regenerating reproduces the committed file (first anchors): the locked llama.cpp and GGUF answer the same."""
     engine.set_adapter(None)
-    some = [p for p in load_prompts() if p["kind"] in chat_anchors.KINDS][:2]
-    monkeypatch.setattr(chat_anchors, "load_prompts", lambda: some)
-    assert chat_anchors.build(engine) == chat_anchors.load()[:2]
+    assert chat_anchors.build(engine, chat_anchors.anchor_prompts()[:2]) == chat_anchors.load()[:2]
+    first = chat_anchors.train_prompts()[:1]
+    assert chat_anchors.build(engine, first) == chat_anchors.load(chat_anchors.TRAIN)[:1]
+
+
+def test_the_training_prompts_are_held_apart_from_the_anchors():
+    """The chat guard's fix trains on these; the anchors measure it, so none may be trained on (or be a near copy:
+    more than 60% of an anchor's words)."""
+    train = chat_anchors.load(chat_anchors.TRAIN)
+    assert [(r["id"], r["prompt"]) for r in train] == [(p["id"], p["prompt"]) for p in chat_anchors.train_prompts()]
+    assert len(train) >= 200 and all(r["answer"].strip() for r in train)
+    words = lambda s: set(s.lower().split())                                    # noqa: E731
+    for a in chat_anchors.anchor_prompts():
+        for r in train:
+            assert len(words(a["prompt"]) & words(r["prompt"])) <= 0.6 * len(words(a["prompt"])), (a, r)
 
 
 def test_an_adapter_moves_the_chat_nll_and_none_restores_it(engine, hypernet, spec, tmp_path):
@@ -45,6 +57,6 @@ def test_an_adapter_moves_the_chat_nll_and_none_restores_it(engine, hypernet, sp
     moved = chat_anchors.chat_nll(eng, anchors)
     assert moved != base
     with pytest.raises(ValueError, match="detach the adapter"):
-        chat_anchors.build(eng)
+        chat_anchors.build(eng, chat_anchors.anchor_prompts())
     eng.set_adapter(None)
     assert chat_anchors.chat_nll(eng, anchors) == pytest.approx(base, abs=1e-6)
