@@ -83,7 +83,15 @@ def collate(items: list[tuple[list[int], int]], pad: int):
 
 def example_losses(model, input_ids, mask, loss_mask) -> torch.Tensor:
     """Mean NLL of the answer tokens, one value per example: (B,)."""
-    logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]     # (B, T-1, V)
-    tgt, lm = input_ids[:, 1:], loss_mask[:, 1:]
+    return answer_nll(*next_token_logits(model, input_ids, mask, loss_mask))
+
+
+def next_token_logits(model, input_ids, mask, loss_mask):
+    """(logits (B, T-1, V), the tokens they predict (B, T-1), answer mask (B, T-1))."""
+    logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
+    return logits, input_ids[:, 1:], loss_mask[:, 1:]
+
+
+def answer_nll(logits, tgt, lm) -> torch.Tensor:
     nll = F.cross_entropy(logits.transpose(1, 2), tgt, reduction="none")       # (B, T-1)
     return (nll * lm).sum(1) / lm.sum(1).clamp(min=1)

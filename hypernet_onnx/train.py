@@ -32,7 +32,7 @@ from app.profile import input_dim
 from hypernet_onnx import caches as C
 from hypernet_onnx import chat_anchors
 from hypernet_onnx import data as D
-from hypernet_onnx.frozen_base import collate, encode, example_losses, load_base
+from hypernet_onnx.frozen_base import answer_nll, collate, encode, load_base, next_token_logits
 from hypernet_onnx.stats import person_metric
 from hypernet_onnx.model import HyperConfig, HyperNet, attach_lora, count_params, set_lora
 
@@ -78,6 +78,9 @@ class TrainConfig:
     ood_users: int = 0
     bf16: bool = True                # autocast on a GPU (CPU runs stay fp32)
     chat_users: int = 4              # chat drift in the dev log: the first N dev users' adapters on the chat anchors
+    chat_kl: float = 0.0             # weight of KL(base || adapter) on everyday chat (chat_data), the chat guard's fix
+    chat_batch: int = 8              # everyday chat answers per step, each under one of the batch's adapters
+    chat_data: str = "hypernet_onnx/chat-train.jsonl"   # prompts + base answers, held apart from the anchors
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
@@ -150,6 +153,8 @@ class Trainer:
         self.device = self.acc.device
         self.model.to(self.device)
         self.hyper.to(self.device)
+        self.kl_items, self.kl_base = self._chat_targets() if cfg.chat_kl > 0 else ([], [])
+        self.kl_seen: list[float] = []          # the chat KL of each step (this process's rows), for the log
         shared_ids = {id(p) for p in self.hyper.shared_parameters()}
         groups = [{"params": [p for p in self.hyper.parameters() if id(p) not in shared_ids], "lr_mult": 1.0}]
         if self.hyper.shared_parameters() and not shared:
@@ -234,19 +239,49 @@ class Trainer:
 
     def nll_under(self, keys: list[str] | None, items: list[tuple[list[int], int]]) -> torch.Tensor:
         """Per-sequence answer NLL (B,), row i under the adapter of profile ``keys[i]`` (None: the base model)."""
+        return answer_nll(*self.logits_under(keys, items)).float()
+
+    def logits_under(self, keys: list[str] | None, items: list[tuple[list[int], int]]):
+        """next_token_logits of the batch, row i under the adapter of profile ``keys[i]`` (None: the base)."""
         dev = self.device
         input_ids, mask, loss_mask = (t.to(dev) for t in collate(items, self.tok.pad_token_id or 0))
         if keys is None:
             set_lora(self.wrappers, None)
-            with self.acc.autocast():
-                return example_losses(self.model, input_ids, mask, loss_mask).float()
-        prof = torch.tensor(np.stack([self.profiles[k] for k in keys])).to(dev)                 # (B, P)
-        if self.cfg.profile_input == "zeros":
-            prof = torch.zeros_like(prof)
-        net = self.hyper_ddp if self.hyper.training else self.hyper
+        else:
+            prof = torch.tensor(np.stack([self.profiles[k] for k in keys])).to(dev)             # (B, P)
+            if self.cfg.profile_input == "zeros":
+                prof = torch.zeros_like(prof)
+            net = self.hyper_ddp if self.hyper.training else self.hyper
         with self.acc.autocast():
-            set_lora(self.wrappers, net(prof), self.hyper.scale)
-            return example_losses(self.model, input_ids, mask, loss_mask).float()
+            if keys is not None:
+                set_lora(self.wrappers, net(prof), self.hyper.scale)
+            return next_token_logits(self.model, input_ids, mask, loss_mask)
+
+    @torch.no_grad()
+    def _chat_targets(self) -> tuple[list[tuple[list[int], int]], list[torch.Tensor]]:
+        """Everyday chat answers (chat_data) and the base model's next-token log-probabilities on their answer
+        tokens ((n, V) each, bf16 on the device: computed once, the base never changes)."""
+        path = Path(self.cfg.chat_data)
+        rows = chat_anchors.load(path if path.is_absolute() else REPO / path)
+        held = {a["prompt"] for a in chat_anchors.load()}
+        if any(r["prompt"] in held for r in rows):
+            raise SystemExit(f"{path} holds chat anchors: they measure the drift and may not be trained on")
+        items = [chat_anchors.encode(self.tok, self.template, r, self.cfg.max_len) for r in rows]
+        items = [(ids, n) for ids, n in items if len(ids) > n]        # an answer cut away entirely by max_len
+        base = []
+        for i in range(0, len(items), self.cfg.batch_size):
+            logits, _, lm = self.logits_under(None, items[i:i + self.cfg.batch_size])
+            base += [F.log_softmax(x[m > 0].float(), -1).to(torch.bfloat16) for x, m in zip(logits, lm)]
+        return items, base
+
+    def chat_kl(self, logits: torch.Tensor, lm: torch.Tensor, idx: list[int]) -> torch.Tensor:
+        """Mean over rows of KL(base || adapter) per answer token on everyday chat answers ``idx``: what keeps
+        an adapter from pulling every answer toward its tasks (the anchors' drift was +0.3 nats without it)."""
+        kls = []
+        for x, m, j in zip(logits, lm, idx):
+            q = F.log_softmax(x[m > 0].float(), -1)                                         # (n, V)
+            kls.append(F.kl_div(q, self.kl_base[j].float(), log_target=True, reduction="none").sum(-1).mean())
+        return torch.stack(kls).mean()
 
     def others(self, users: list[str]) -> dict[str, str]:
         """Another training user for each user, drawn afresh each step from a (seed, step) stream so a resumed
@@ -265,12 +300,25 @@ class Trainer:
         adapter to beat another person's on the same example by ``margin`` nats. The plain loss only teaches
         what helps everyone (the task, the domain): an adapter from someone else's profile scored about as well
         as the person's own. The hinge rewards exactly that difference and stops pushing once it is reached."""
-        own = self.losses(batch, items=items)                                                # (B,)
-        if self.cfg.contrast <= 0:
-            return own.mean()
+        c = self.cfg
+        if c.chat_kl > 0:      # the chat rows ride in the same forward pass, under the first rows' adapters
+            items = items if items is not None else self.tokens.get(batch, self._encode)
+            rng = np.random.default_rng([c.seed, self.step, 1])
+            idx = rng.choice(len(self.kl_items), min(c.chat_batch, len(self.kl_items), len(batch)), replace=False)
+            keys = [ex.profile_key for ex in batch]
+            logits, tgt, lm = self.logits_under(keys + keys[:len(idx)], items + [self.kl_items[j] for j in idx])
+            own = answer_nll(logits[:len(batch)], tgt[:len(batch)], lm[:len(batch)]).float()      # (B,)
+            kl = self.chat_kl(logits[len(batch):], lm[len(batch):], list(idx))
+            self.kl_seen.append(float(kl.detach()))
+            loss = own.mean() + c.chat_kl * kl
+        else:
+            own = self.losses(batch, items=items)                                            # (B,)
+            loss = own.mean()
+        if c.contrast <= 0:
+            return loss
         other = self.others([ex.user for ex in batch])
         theirs = self.losses(batch, lambda u: other[u], items)                        # (B,)
-        return own.mean() + self.cfg.contrast * F.relu(self.cfg.margin + own - theirs).mean()
+        return loss + c.contrast * F.relu(c.margin + own - theirs).mean()
 
     def train_step(self) -> float:
         """One step on the global batch of ``batch_size`` examples; each process takes its contiguous share."""
@@ -344,7 +392,8 @@ class Trainer:
         while self.step < stop:
             running.append(self.train_step())
             if self.step % 10 == 0:
-                self.say(json.dumps({"step": self.step, "train_10": float(np.mean(running[-10:])),
+                kl = {"chat_kl_10": float(np.mean(self.kl_seen[-10:]))} if self.kl_seen else {}
+                self.say(json.dumps({"step": self.step, "train_10": float(np.mean(running[-10:])), **kl,
                                      "elapsed": round(time.time() - t0, 1)}))
             if self.step % c.eval_every == 0 or self.step in (c.steps, stop):
                 rec = {"step": self.step, "train": float(np.mean(running)), **self.evaluate(),

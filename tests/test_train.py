@@ -1,5 +1,6 @@
 """The training loop on a tiny random llama: gradients flow, loss falls, checkpoints resume."""
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,52 @@ def test_contrast_hinge_compares_with_another_users_adapter(tiny_cfg):
     plain = Trainer(dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-plain"))
     with torch.no_grad():
         assert float(plain.step_loss(batch)) == pytest.approx(float(plain.losses(batch).mean()), rel=1e-6)
+
+
+def _chat_rows(tmp_path, prompts):
+    from app.models import DEFAULT_BASE
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps({"id": f"t{i}", "kind": "train", "prompt": p, "answer": f"Sure. {p} is easy.",
+                                        "ended": True, "base_sha256": DEFAULT_BASE.sha256}) + "\n"
+                            for i, p in enumerate(prompts)))
+    return path
+
+
+def test_chat_kl_rides_in_the_task_pass_and_holds_everyday_chat_near_the_base(tiny_cfg, tmp_path):
+    chat = _chat_rows(tmp_path, ["Plan my week.", "A joke about cats?", "Fix my bike chain", "Soup recipe please"])
+    cfg = dataclasses.replace(tiny_cfg, chat_kl=1.0, chat_batch=2, chat_data=str(chat), steps=12)
+
+    def kl_of(tr, keys, items, rows, idx):
+        with torch.no_grad():
+            logits, _, lm = tr.logits_under(keys, items)
+            return float(tr.chat_kl(logits[rows:], lm[rows:], idx))
+
+    def trained(weight):                 # the same run (seed, data, steps) with the KL term weighted so
+        tr = Trainer(dataclasses.replace(cfg, out_dir=str(tmp_path / f"kl{weight}"), chat_kl=weight))
+        assert len(tr.kl_items) == len(tr.kl_base) == 4
+        keys = [ex.profile_key for ex in tr.train[:4]]
+        assert kl_of(tr, keys, tr.kl_items, 0, [0, 1, 2, 3]) == pytest.approx(0, abs=1e-3)   # dW = 0 at the start
+        for _ in range(12):
+            tr.train_step()
+        tr.hyper.eval()
+        return tr, keys, kl_of(tr, keys, tr.kl_items, 0, [0, 1, 2, 3])
+    tr, keys, free = trained(1e-9)
+    _, _, held = trained(10.0)
+    assert held < 0.8 * free, (held, free)
+    # the chat rows padded beside task rows in one pass score as in a pass of their own; the base against itself: 0
+    batch = tr.train[:3]
+    joint = kl_of(tr, keys[:3] + keys[:2], tr.tokens.get(batch, tr._encode) + tr.kl_items[:2], 3, [0, 1])
+    assert joint == pytest.approx(kl_of(tr, keys[:2], tr.kl_items[:2], 0, [0, 1]), rel=1e-3) and joint > 1e-4
+    assert kl_of(tr, None, tr.kl_items[:2], 0, [0, 1]) == pytest.approx(0, abs=1e-3)
+
+
+def test_chat_kl_refuses_the_anchors_it_is_measured_on(tiny_cfg, tmp_path):
+    from hypernet_onnx import chat_anchors
+    rows = chat_anchors.load()[:1] + chat_anchors.load(chat_anchors.TRAIN)[:2]
+    path = tmp_path / "leak.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SystemExit, match="holds chat anchors"):
+        Trainer(dataclasses.replace(tiny_cfg, out_dir=str(tmp_path / "leak"), chat_kl=1.0, chat_data=str(path)))
 
 
 def test_dev_log_reports_the_person_metric(tiny_cfg):
