@@ -4,6 +4,7 @@
 #   run: bash scripts/gpu_issue11.sh part1   carry runs/gpu1                 (first 46 MB)
 #   run: bash scripts/gpu_issue11.sh part2   carry runs/gpu2                 (next 46 MB)
 #   run: bash scripts/gpu_issue11.sh train   carry runs/gpu3                 (the rest, data, caches, wheels)
+#   (session 10's runs: PREFIX=v3gpu RUNS="res-kl1 mt-kl1 res res-kl3 res-kl1-lr5" bash scripts/gpu_issue11.sh train)
 # runs/gpu3 holds: part, data/ (the first 1000 training authors, dev, PEPs, extra-train), cache/ (profile vectors
 # and token ids from `python -m hypernet_onnx.train --prepare`: no embedder there), whl/ (gguf, platformdirs...).
 # Back in $OUT: each run's best checkpoint (slim, fp16) and logs.tgz (logs, ood.json).
@@ -13,6 +14,7 @@
 set -uo pipefail
 STAGE=${STAGE:-/root/stage}
 RUNS=${RUNS:-"mt-hyper mt-plain res res-extra res-contrast"}
+PREFIX=${PREFIX:-v2gpu}      # configs hypernet_onnx/configs/$PREFIX-$run.toml
 assemble() {   # the base GGUF from the staged parts and $1/part, the wheels the GPU machine lacks
   G=models/SmolLM2-135M-Instruct.Q4_1.gguf
   mkdir -p models runs/cache
@@ -44,15 +46,15 @@ case "${1:-}" in
     assemble runs/gpu3
     cp runs/gpu3/cache/*.npz runs/cache/
     for n in $RUNS; do
-      timeout "${RUN_TIMEOUT:-530}" python -m hypernet_onnx.train --config "hypernet_onnx/configs/v2gpu-$n.toml" \
-        --data-dir runs/gpu3/data --threads 3 --max-seconds "${MAX_SECONDS:-400}" ${EXTRA:-} > "runs/v2gpu-$n.log" 2>&1 &
+      timeout "${RUN_TIMEOUT:-530}" python -m hypernet_onnx.train --config "hypernet_onnx/configs/$PREFIX-$n.toml" \
+        --data-dir runs/gpu3/data --threads 3 --max-seconds "${MAX_SECONDS:-400}" ${EXTRA:-} > "runs/$PREFIX-$n.log" 2>&1 &
     done
     wait
     for n in $RUNS; do
-      tail -n 2 "runs/v2gpu-$n.log"
-      [ -f "runs/v2gpu-$n/best.pt" ] && python -m hypernet_onnx.export --slim --ckpt "runs/v2gpu-$n/best.pt" --out "$OUT/$n-best.pt"
+      tail -n 2 "runs/$PREFIX-$n.log"
+      [ -f "runs/$PREFIX-$n/best.pt" ] && python -m hypernet_onnx.export --slim --ckpt "runs/$PREFIX-$n/best.pt" --out "$OUT/$n-best.pt"
     done
-    tar czf "$OUT/logs.tgz" runs/v2gpu-*.log $(ls runs/v2gpu-*/ood.json 2>/dev/null)
+    tar czf "$OUT/logs.tgz" runs/$PREFIX-*.log $(ls runs/$PREFIX-*/ood.json 2>/dev/null)
     ls -l "$OUT" ;;
   *) echo "usage: $0 part1|part2|train|ceiling" >&2; exit 1 ;;
 esac
