@@ -91,26 +91,28 @@ def run(cfg: TrainConfig, data_dir: Path, shared_from: str, modules: list[str], 
     pad = tok.pad_token_id or 0
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
 
-    def losses(items, idx: list[int] | None) -> torch.Tensor:
+    def losses(items, idx: list[int] | None | str) -> torch.Tensor:
+        """Answer NLL (b,) under each row's author LoRA ``idx``, the shared LoRA alone (None) or nothing ("base")."""
         input_ids, mask, loss_mask = (t.to(device) for t in collate(items, pad))
-        w = per(None if idx is None else torch.tensor(idx, device=device), shared, len(items))
-        set_lora(wrappers, w, scale)
+        if idx == "base":
+            set_lora(wrappers, None)
+        else:
+            set_lora(wrappers, per(None if idx is None else torch.tensor(idx, device=device), shared, len(items)), scale)
         with amp:
             return example_losses(model, input_ids, mask, loss_mask).float()
 
     @torch.no_grad()
     def evaluate() -> dict:
         ex, items = split.examples, split.items
-        nll = {}
-        for name, who in (("own", lambda e: ids[e.user]), ("other", lambda e: ids[split.shuffled[e.user]])):
-            nll[name] = torch.cat([losses(items[i:i + batch], [who(e) for e in ex[i:i + batch]])
-                                   for i in range(0, len(ex), batch)]).cpu().numpy()
-        nll["shared"] = torch.cat([losses(items[i:i + batch], None) for i in range(0, len(ex), batch)]).cpu().numpy()
+
+        def over(idx_of) -> np.ndarray:      # the split in batches, each under idx_of(its examples)
+            return torch.cat([losses(items[i:i + batch], idx_of(ex[i:i + batch]))
+                              for i in range(0, len(ex), batch)]).cpu().numpy()
+        nll = {"own": over(lambda es: [ids[e.user] for e in es]),
+               "other": over(lambda es: [ids[split.shuffled[e.user]] for e in es]),
+               "shared": over(lambda es: None)}
         if split.base is None:
-            set_lora(wrappers, None)
-            with amp:
-                split.base = torch.cat([example_losses(model, *(t.to(device) for t in collate(items[i:i + batch], pad)))
-                                        .float() for i in range(0, len(ex), batch)]).cpu().numpy()
+            split.base = over(lambda es: "base")
         nll["base"] = split.base
         tasks = sorted({e.task for e in ex})
         mean = {k: {t: float(np.mean([v[i] for i, e in enumerate(ex) if e.task == t])) for t in tasks}
