@@ -348,14 +348,11 @@ class Trainer:
         prints and saves."""
         self.hyper.eval()
         sp = self.splits[split]
-        bs = self.cfg.batch_size
-        chunks = range(0, len(sp.examples), bs)
-        per_example = {}
-        for name, profile_of in [("dev", lambda u: u), ("dev_shuffled", lambda u: sp.shuffled[u])]:
-            vals = [self.losses(sp.examples[i:i + bs], profile_of, sp.items[i:i + bs]) for i in chunks]
-            per_example[name] = torch.cat(vals).cpu().numpy()
+        n = len(sp.examples)
+        per_example = {name: self._batched(n, lambda s: self.losses(sp.examples[s], profile_of, sp.items[s]))
+                       for name, profile_of in [("dev", lambda u: u), ("dev_shuffled", lambda u: sp.shuffled[u])]}
         if sp.base is None:    # the frozen base model's loss never changes: compute it once
-            sp.base = torch.cat([self.nll_under(None, sp.items[i:i + bs]) for i in chunks]).cpu().numpy()
+            sp.base = self._batched(n, lambda s: self.nll_under(None, sp.items[s]))
         per_example["dev_base"] = sp.base
         out = {name: float(v.mean()) for name, v in per_example.items()}
         out["person"] = person_metric(sp.examples, per_example)
@@ -367,15 +364,18 @@ class Trainer:
         """The chat guard of issue 11 (hypernet_onnx/chat_anchors.py): the base model's own answers to everyday
         prompts scored under these users' adapters, minus under none. The app's evaluation measures the same
         through llama.cpp at the app's strength; this is the cheap view in every dev log."""
-        bs, n = self.cfg.batch_size, len(self.chat_items)
+        items = self.chat_items
         if self.chat_base is None:
-            self.chat_base = torch.cat([self.nll_under(None, self.chat_items[i:i + bs])
-                                        for i in range(0, n, bs)]).cpu().numpy()
-        own = np.mean([torch.cat([self.nll_under([u] * len(part), part) for part in
-                                  (self.chat_items[i:i + bs] for i in range(0, n, bs))]).cpu().numpy()
+            self.chat_base = self._batched(len(items), lambda s: self.nll_under(None, items[s]))
+        own = np.mean([self._batched(len(items), lambda s: self.nll_under([u] * len(items[s]), items[s]))
                        for u in users], 0)                                               # (n,) averaged over users
         return {"chat": float(own.mean()), "chat_base": float(self.chat_base.mean()),
                 "chat_drift": float(own.mean() - self.chat_base.mean())}
+
+    def _batched(self, n: int, nll_of) -> np.ndarray:
+        """(n,) per-row NLLs, ``nll_of(slice)`` run over 0..n in slices of the batch size."""
+        bs = self.cfg.batch_size
+        return torch.cat([nll_of(slice(i, i + bs)) for i in range(0, n, bs)]).cpu().numpy()
 
     def run(self, max_seconds: float | None = None, until: int | None = None) -> list[dict]:
         """Train to cfg.steps, or stop early (with a checkpoint) at step `until` or after `max_seconds`.
