@@ -294,7 +294,7 @@ class Tailor:
             return [], []
         self.embed_pending()
         return retrieval.examples(self.store, self._embedder_id(), self.embedder.embed, name,
-                                  text if name == "headline" else title, k)
+                                  retrieval.task_query(name, title, text), k)
 
     def sampling(self, seed: int | None = None, greedy: bool | None = None) -> Sampling:
         """The one decoding rule of chat and ask: CHAT_SAMPLING (chosen by measurement), greedy on request."""

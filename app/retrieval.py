@@ -70,6 +70,11 @@ def examples(store: Store, embedder_id: str, embed: Callable[[list[str]], np.nda
     return items[::-1], [first_hit[d["path"]] for d in items]
 
 
+def task_query(task: str, title: str, text: str) -> str:
+    """What a task request is searched by: the abstract for a headline, the title for an abstract."""
+    return text if task == "headline" else title
+
+
 def without_heading(text: str, title: str) -> str:
     """A document's text without its title heading ("# Title ..."): an example whose abstract starts with the
     answer would teach the model to copy the first line."""

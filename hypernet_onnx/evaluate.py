@@ -2,10 +2,11 @@
 
     python -m hypernet_onnx.evaluate --data ../shared/data/mlpapers-dev.jsonl.gz --users 30 --out runs/eval-dev
 
-Methods: base, rag, p2p, p2p+rag, p2p-shuffled, mt-lora, oppu (see MODEL_CARD.md).
+Methods: base, rag, p2p, p2p+rag, p2p-shuffled, mt-lora, oppu (see MODEL_CARD.md), and rag-shuffled,
+p2p+rag-shuffled: rag / p2p+rag with the next user's retrieved items (and adapter) instead of the person's own.
 Per method and task: ROUGE-1/ROUGE-L of the greedy answer (rouge-score, stemmed),
 mean per-token NLL of the gold answer, and seconds per user to personalize.
-Paired bootstrap 95% CIs (resampling users) for p2p - base and p2p - p2p-shuffled.
+Paired bootstrap 95% CIs (resampling users) for p2p - base, p2p - mt-lora and each method - its shuffled twin.
 And every method's chat drift: the NLL of the base model's own answers to everyday prompts with the method's
 adapter minus without (hypernet_onnx/chat_anchors.py; issue 11 allows +0.05 nats).
 """
@@ -21,8 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from app import retrieval
-from app.chunking import chunk_document
-from app.embed import embed_chunks
 from app.engine import Engine
 from app.hypernet import Hypernet
 from app.lora_gguf import write_adapter
@@ -32,13 +31,16 @@ from app.prompts import TASKS, task_messages, task_target, with_examples
 from app.store import Store
 from hypernet_onnx import chat_anchors
 from hypernet_onnx import data as D
+from hypernet_onnx.rag_data import RAG_K, person_store
 from hypernet_onnx.stats import paired_bootstrap
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ALL_METHODS = ["base", "rag", "p2p", "p2p+rag", "p2p-shuffled", "mt-lora", "oppu"]
-HYPERNET_METHODS = {"p2p", "p2p+rag", "p2p-shuffled"}
+ALL_METHODS = ["base", "rag", "p2p", "p2p+rag", "p2p-shuffled", "mt-lora", "oppu", "rag-shuffled", "p2p+rag-shuffled"]
+HYPERNET_METHODS = {"p2p", "p2p+rag", "p2p-shuffled", "p2p+rag-shuffled"}
+# each "-shuffled" method is its method with everything personal taken from the NEXT user (adapter and/or
+# retrieved items): own - shuffled is how much of the method's gain needs this person's own documents
+PERSON_PAIRS = [("p2p", "p2p-shuffled"), ("rag", "rag-shuffled"), ("p2p+rag", "p2p+rag-shuffled")]
 MAX_TOKENS = {"headline": 32, "writing": 160}
-RAG_K = retrieval.DEFAULT_K      # the app's default, so the rows measure what a person gets
 MAX_PROMPT_TOKENS = 1400         # long abstracts in the headline prompt are cut to fit the context
 NLL_MAX_TARGET = 256
 
@@ -123,7 +125,7 @@ class Evaluator:
 
     def retrieve(self, store: Store, q: dict, task: str) -> list[dict]:
         """The app's retrieval (app/retrieval.py, the function Tailor calls for a task request)."""
-        query = q["text"] if task == "headline" else q["title"]
+        query = retrieval.task_query(task, q["title"], q["text"])
         return retrieval.examples(store, EMBEDDER_KEY, self.embedder.embed, task, query, RAG_K)[0]
 
     def run(self, users: list[dict], methods: list[str]) -> dict:
@@ -140,17 +142,16 @@ class Evaluator:
         for m in methods:
             for u in tqdm(users, desc=m):
                 p = prepared[u["user"]]
+                src = prepared[shuffled[u["user"]]] if m.endswith("-shuffled") else p   # whose adapter and items
                 adapter, t_pers = None, 0.0
-                if m in ("p2p", "p2p+rag"):
-                    adapter, t_pers = p["p2p"], p["t_p2p"]
-                elif m == "p2p-shuffled":
-                    adapter, t_pers = prepared[shuffled[u["user"]]]["p2p"], p["t_p2p"]
+                if m in ("p2p", "p2p+rag", "p2p-shuffled", "p2p+rag-shuffled"):
+                    adapter, t_pers = src["p2p"], p["t_p2p"]
                 elif m == "mt-lora":
                     adapter = self.mt_lora
                 elif m == "oppu":
                     adapter, t_pers = self.oppu_adapter(u)
                     t_pers += p["t_rag"]
-                elif m == "rag":
+                elif m in ("rag", "rag-shuffled"):
                     t_pers = p["t_rag"]
                 scale = self.scale if m in HYPERNET_METHODS else 1.0
                 self.engine.set_adapter(adapter, scale)
@@ -158,27 +159,13 @@ class Evaluator:
                 rows += self.chat_rows(m, u["user"], (str(adapter) if adapter else None, scale if adapter else None))
                 for qi, q in enumerate(u["queries"] if self.tasks else []):
                     for task in TASKS:
-                        items = self.retrieve(p["store"], q, task) if m.endswith("rag") else []
+                        items = self.retrieve(src["store"], q, task) if "rag" in m else []
                         rows.append({"method": m, "user": u["user"], "query": qi, "task": task,
-                                     **self.score(task, q, items)})
+                                     "examples": [it["title"] for it in items], **self.score(task, q, items)})
         self.engine.set_adapter(None)
         for p in prepared.values():
             p["store"].close()
         return summarize(rows, sec, methods, len(users)), rows
-
-
-def person_store(user: dict, embedder, path: Path) -> Store:
-    """A person's profile items held as the app holds imported documents: one document per item (its title, the
-    app's chunker), embedded by the app's embedder, in a real SQLite store with the app's keyword index, so the
-    evaluation's retrieval and profile vectors run the app's code."""
-    store = Store(path)
-    for i, item in enumerate(user["profile"]):
-        chunks = chunk_document(item.get("title", ""), item.get("text", ""))
-        if chunks:
-            store.put_document(path=f"item-{i}", sha256=None, mtime=None, size=None,
-                               title=item.get("title") or None, status="ok", chunks=chunks)
-    embed_chunks(store, embedder, EMBEDDER_KEY)
-    return store
 
 
 def summarize(rows: list[dict], sec: dict, methods: list[str], n_users: int) -> dict:
@@ -191,7 +178,7 @@ def summarize(rows: list[dict], sec: dict, methods: list[str], n_users: int) -> 
                                  for k in ("rouge1", "rougeL", "nll")} for t in TASKS}
         res["methods"][m]["sec_per_user"] = float(np.mean(sec[m])) if sec[m] else 0.0
     scored = {r["method"] for r in rows if r["task"] in TASKS}
-    for a, b in [("p2p", "base"), ("p2p", "p2p-shuffled"), ("p2p", "mt-lora")]:
+    for a, b in [("p2p", "base"), ("p2p", "mt-lora")] + PERSON_PAIRS:
         if a in scored and b in scored:
             res["ci"][f"{a} - {b}"] = {t: {k: None if any(r[k] is None for r in rows
                                                           if r["method"] in (a, b) and r["task"] == t)

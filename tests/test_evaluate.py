@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from app import ingest
+from hypernet_onnx import data as D
 from hypernet_onnx import evaluate as E
 from tests.conftest import SAMPLES, write_users
 
@@ -34,7 +35,7 @@ def full_run(data_file, tmp_path_factory, hypernet, spec):
     return out
 
 
-def test_evaluate_every_method(full_run):
+def test_evaluate_every_method(full_run, data_file):
     out = full_run
     res = json.loads((out / "results.json").read_text())
     assert res["n_users"] == 2 and set(res["methods"]) == set(E.ALL_METHODS)
@@ -49,20 +50,34 @@ def test_evaluate_every_method(full_run):
     assert ms["p2p"]["writing"]["nll"] != ms["base"]["writing"]["nll"]
     assert ms["p2p"]["writing"]["nll"] != ms["p2p-shuffled"]["writing"]["nll"]
     assert ms["oppu"]["sec_per_user"] > ms["p2p"]["sec_per_user"] > 0
-    assert set(res["ci"]) == {"p2p - base", "p2p - p2p-shuffled", "p2p - mt-lora"}   # mt-lora: the fair control
+    assert set(res["ci"]) == {"p2p - base", "p2p - mt-lora",       # mt-lora: the fair control
+                              "p2p - p2p-shuffled", "rag - rag-shuffled", "p2p+rag - p2p+rag-shuffled"}
     for t in ("headline", "writing"):
         own, shuf, base = (ms[m][t]["nll"] for m in ("p2p", "p2p-shuffled", "base"))
         assert res["person_share"][t] == (None if base <= own else pytest.approx((shuf - own) / (base - own)))
     assert "Person share" in (out / "results.md").read_text()
     rows = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
     assert len(rows) == len(E.ALL_METHODS) * 2 * (1 * 2 + 3)    # methods x users x (queries x tasks + chat anchors)
+    # the rag methods show the person's own items as examples; their shuffled twins the next user's, and
+    # p2p+rag-shuffled takes the next user's adapter too (its chat rows are p2p-shuffled's)
+    users = sorted({r["user"] for r in rows})
+    titles = {u["user"]: {it["title"] for it in u["profile"]} for u in D.load_users(data_file)}
+    for r in rows:
+        if r["task"] == "chat":
+            continue
+        other = next(u for u in users if u != r["user"])
+        shown = set(r["examples"])
+        if "rag" not in r["method"]:
+            assert not shown
+        else:
+            assert shown and shown <= titles[other if r["method"].endswith("-shuffled") else r["user"]], r["method"]
     # chat drift: the base model's own answers scored under each method's adapter, against no adapter
     chat = {(r["method"], r["user"]): [x["nll"] for x in rows if (x["method"], x["user"], x["task"]) ==
                                        (r["method"], r["user"], "chat")] for r in rows}
-    users = sorted({r["user"] for r in rows})
     assert chat[("rag", users[0])] == chat[("base", users[0])] and res["chat"]["rag"]["drift"]["diff"] == 0
     assert res["chat"]["base"]["drift"] is None and res["chat"]["p2p"]["drift"]["diff"] != 0
     assert chat[("p2p-shuffled", users[0])] == chat[("p2p", users[1])]       # the other user's adapter, same NLLs
+    assert chat[("p2p+rag-shuffled", users[0])] == chat[("p2p", users[1])]
     assert chat[("p2p", users[0])] != chat[("p2p", users[1])]
     assert res["chat"]["oppu"]["nll"] == pytest.approx(np.mean(chat[("oppu", users[0])] + chat[("oppu", users[1])]))
     assert "Everyday chat" in (out / "results.md").read_text()

@@ -1,0 +1,131 @@
+"""Few-shot training examples: the app's retrieval run over each training author's other items.
+
+p2p+rag (the person's adapter, and their own nearest items shown as earlier turns of the task) has the best NLL of
+every method on both data sets, yet the hypernetwork never saw an example in its prompt (MODEL_CARD.md, "Against
+the targets"). This gives training that prompt: for every leave-one-out example, the items the app's retrieval
+(app/retrieval.py, the function Tailor calls) picks from a real Store that holds the author's *other* items, as
+``prompts.with_examples`` lays them out.
+
+Retrieval is the slow part (a store per author, one embedding per request), and the GPU machine has no embedder,
+so the chosen items are cached by index (``runs/cache/rag-*.json``) and the prompts are rebuilt from the data file
+alone: ``stored_item`` is an item as the store hands it to retrieval (a test holds the two equal).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from app import retrieval
+from app.chunking import chunk_document
+from app.embed import embed_chunks
+from app.models import EMBEDDER_KEY
+from app.prompts import TASKS, task_messages, task_target, with_examples
+from app.store import Store
+from hypernet_onnx import data as D
+
+RAG_K = retrieval.DEFAULT_K          # the app's default: training sees the prompt a person's request gets
+STORED_CHUNKS = 4                    # Store.documents_of_chunks' default: the text an example carries
+
+
+def person_store(user: dict, embedder, path: Path, leave_out: int | None = None) -> Store:
+    """A person's profile items held as the app holds imported documents: one document per item (its title, the
+    app's chunker), embedded by the app's embedder, in a real SQLite store with the app's keyword index, so
+    retrieval and profile vectors run the app's code. ``leave_out``: an item the store never holds (a store of
+    its own for each leave-one-out example, ~10 ms: the app's ties in ranking fall by import order, so deleting
+    and re-adding the item in one store would not rank as the app does)."""
+    store = Store(path)
+    for i, item in enumerate(user["profile"]):
+        chunks = chunk_document(item.get("title", ""), item.get("text", ""))
+        if chunks and i != leave_out:
+            store.put_document(path=f"item-{i}", sha256=None, mtime=None, size=None,
+                               title=item.get("title") or None, status="ok", chunks=chunks)
+    embed_chunks(store, embedder, EMBEDDER_KEY)
+    return store
+
+
+class CachedEmbedder:
+    """The app's embedder behind a table of vectors already computed (data.embed_users' chunk vectors), so a
+    store per leave-one-out example costs no embedding; texts not in the table are embedded and kept. Requests
+    are embedded one at a time, as the app embeds them: the int8 graph quantizes activations per batch, so a
+    request embedded among others gets a slightly different vector, enough to swap near-tied items."""
+
+    def __init__(self, embedder, table: dict[str, np.ndarray]):
+        self.embedder, self.table = embedder, table
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        new = list(dict.fromkeys(t for t in texts if t not in self.table))
+        if new:
+            self.table.update(zip(new, self.embedder.embed(new)))
+        return np.stack([np.asarray(self.table[t], np.float32) for t in texts])
+
+
+def stored_item(item: dict) -> dict:
+    """An item as retrieval.examples returns it from the store: its title, and the text of its first chunks
+    without the title heading."""
+    title = item.get("title", "")
+    text = " ".join(chunk_document(title, item.get("text", ""))[:STORED_CHUNKS])
+    return {"title": title, "text": retrieval.without_heading(text, title)}
+
+
+def loo_retrievals(user: dict, emb: np.ndarray, embedder, workdir: Path, k: int = RAG_K) -> dict[str, list[int]]:
+    """``"i/task"`` -> the indices of the items the app retrieves when item i is posed as ``task`` to a store
+    holding the author's other items (best last, as with_examples shows them). ``emb``: the author's chunk
+    vectors in data.profile_chunks order."""
+    table = dict(zip(D.profile_chunks(user), emb))
+    cached = CachedEmbedder(embedder, table)
+    items = user["profile"]
+    out = {}
+    for i, it in enumerate(items):
+        store = person_store(user, cached, workdir / f"loo-{i}.db", leave_out=i)
+        try:
+            for t in TASKS:
+                got, _ = retrieval.examples(store, EMBEDDER_KEY, cached.embed, t,
+                                            retrieval.task_query(t, it["title"], it["text"]), k)
+                out[f"{i}/{t}"] = [int(g["path"].removeprefix("item-")) for g in got]
+        finally:
+            store.close()
+            for f in workdir.glob(f"loo-{i}.db*"):
+                f.unlink()
+    return out
+
+
+def retrievals(path: Path, users: list[dict], k: int = RAG_K, save: bool = True) -> dict[str, dict[str, list[int]]]:
+    """user id -> loo_retrievals, cached in one file per data file, embedder graph and k; each user's entry is
+    tagged with a hash of their profile items, so a changed record is retrieved again."""
+    from app.models import EMBEDDER_SHA256
+    cache = D.CACHE_DIR / f"rag-{Path(path).name.split('.')[0]}-{EMBEDDER_SHA256[:12]}-k{k}.json"
+    table = json.loads(cache.read_text()) if cache.is_file() else {}
+    tag = {u["user"]: hashlib.sha256(json.dumps(u["profile"]).encode()).hexdigest()[:10] for u in users}
+    missing = [u for u in users if len(u["profile"]) > 1 and f"{u['user']}@{tag[u['user']]}" not in table]
+    if missing:
+        from tqdm import tqdm
+        from app.embed import Embedder
+        emb = D.embed_users(path, missing)
+        embedder = Embedder()
+        with tempfile.TemporaryDirectory() as tmp:
+            for n, u in enumerate(tqdm(missing, desc=f"retrieving {Path(path).name}")):
+                table[f"{u['user']}@{tag[u['user']]}"] = loo_retrievals(u, emb[u["user"]], embedder, Path(tmp), k)
+                if save and (n % 50 == 49 or n == len(missing) - 1):       # resumable: a block at a time
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    cache.with_suffix(".tmp").write_text(json.dumps(table))
+                    cache.with_suffix(".tmp").replace(cache)
+    return {u["user"]: table[f"{u['user']}@{tag[u['user']]}"] for u in users if len(u["profile"]) > 1}
+
+
+def rag_loo_examples(users: list[dict], chosen: dict[str, dict[str, list[int]]], tasks=TASKS) -> list[D.Example]:
+    """data.loo_examples with each request preceded by the author's retrieved items (``retrievals``), as the app
+    prompts a task request when "Cite my documents" is on."""
+    out = []
+    for u in users:
+        if u["user"] not in chosen:
+            continue
+        for i, it in enumerate(u["profile"]):
+            for t in tasks:
+                shown = [stored_item(u["profile"][j]) for j in chosen[u["user"]][f"{i}/{t}"]]
+                out.append(D.Example(u["user"], t, with_examples(t, task_messages(t, it["title"], it["text"]), shown),
+                                     task_target(t, it["title"], it["text"]), profile=D.loo_key(u["user"], i)))
+    return out
