@@ -119,6 +119,22 @@ def profile_vectors(c: TrainConfig, paths: dict[str, Path], users: dict[str, lis
     return out
 
 
+def rag_twins(paths: dict[str, Path], users: dict[str, list[dict]], loo: list[D.Example], save: bool
+              ) -> list[D.Example]:
+    """Each leave-one-out example posed after the author's retrieved items (rag_data: the app's retrieval over
+    the author's other items), in the order of ``loo``: the p2p+rag prompt the app sends when "Cite my
+    documents" is on."""
+    from hypernet_onnx import rag_data as R
+    chosen: dict[str, dict[str, list[int]]] = {}
+    for k in ("train", "extra"):
+        if k in users:
+            chosen.update(R.retrievals(paths[k], users[k], save=save))
+    rag = R.rag_loo_examples(users["train"] + users.get("extra", []), chosen)
+    if [(e.profile, e.task) for e in rag] != [(e.profile, e.task) for e in loo]:
+        raise AssertionError("rag_loo_examples and loo_examples disagree on the examples' order")
+    return rag
+
+
 @dataclass
 class Split:
     """An evaluation set: its examples, their token ids, whose profile stands in as 'shuffled' for each user,
@@ -146,6 +162,7 @@ class RunData:
     tokens: TokenCache
     splits: dict[str, Split]                        # "dev", and "ood" when the config names an ood file
     train_items: list[tuple[list[int], int]]        # token ids of ``train``, in the same order
+    teacher_items: list[tuple[list[int], int] | None]   # rag_distill: the teacher's prompt of each example, or None
 
 
 def prepare(cfg: TrainConfig, data_dir: Path, tokenizer_id: str, template: str, encode: Encode,
@@ -162,13 +179,26 @@ def prepare(cfg: TrainConfig, data_dir: Path, tokenizer_id: str, template: str, 
     users = {k: D.load_users(p, counts[k]) for k, p in paths.items()}
     train_users = users["train"] + users.get("extra", [])
     profiles = profile_vectors(cfg, paths, users, save)
-    train = D.examples(train_users) + (D.loo_examples(train_users) if cfg.loo else [])
+    loo = D.loo_examples(train_users) if cfg.loo else []
+    twins: list[D.Example | None] = [None] * len(loo)
+    if cfg.rag_share > 0 or cfg.rag_distill > 0:
+        if not cfg.loo:
+            raise SystemExit("rag_share and rag_distill need loo: the retrieved items are the author's other items")
+        rag = rag_twins(paths, users, loo, save)
+        # rag_share: a seeded share of the examples is shown after the retrieved items; rag_distill: the bare
+        # rest learn toward the base model shown them (teacher)
+        shown = np.random.default_rng(cfg.seed).random(len(loo)) < cfg.rag_share
+        twins = [None if s or cfg.rag_distill <= 0 else r for r, s in zip(rag, shown)]
+        loo = [r if s else e for e, r, s in zip(loo, rag, shown)]
+    queries = D.examples(train_users)
+    train = queries + loo
     train_ids = sorted({e.user for e in train})
     if cfg.contrast > 0 and len(train_ids) < 2:
         raise SystemExit("contrast needs at least two training users")
     tokens = TokenCache(D.CACHE_DIR / TokenCache.name(tokenizer_id, template, cfg.max_len))
     splits = {k: make_split(users[k], tokens, encode) for k in ("dev", "ood") if k in users}
     train_items = tokens.get(train, encode)
+    teachers = [None] * len(queries) + [tokens.get([t], encode)[0] if t else None for t in twins]
     if save:
         tokens.save()
-    return RunData(data_hash, train_users, profiles, train, train_ids, tokens, splits, train_items)
+    return RunData(data_hash, train_users, profiles, train, train_ids, tokens, splits, train_items, teachers)

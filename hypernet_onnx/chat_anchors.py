@@ -94,7 +94,7 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     from app.engine import Engine
     from app.models import default_base_model_path
-    engine = Engine(default_base_model_path(), **({"n_threads": a.threads} if a.threads else {}))
+    engine = Engine(default_base_model_path(), n_threads=a.threads)
     rows = build(engine, train_prompts() if a.train else anchor_prompts())
     out = a.out or (TRAIN if a.train else assets_dir() / ANCHORS)
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

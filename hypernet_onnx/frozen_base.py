@@ -54,17 +54,21 @@ def load_base(cfg: TrainConfig):
 
 # --- batches ---------------------------------------------------------------------
 def encode(tok, template: str, ex: D.Example, max_len: int) -> tuple[list[int], int]:
-    """Token ids of prompt+answer and the prompt length. Long inputs are cut inside the text, not the template."""
+    """Token ids of prompt+answer and the prompt length. Long inputs are cut inside the text, not the template:
+    first the request's abstract (a headline's input), then the retrieved examples before the request, least
+    relevant (first) first, so the answer survives whole where it can."""
     from app.prompts import render_chat
     target = tok(ex.target + "<|im_end|>", add_special_tokens=False)["input_ids"]
-    prompt = tok(render_chat(template, ex.messages), add_special_tokens=False)["input_ids"]
-    if ex.task == "headline" and len(prompt) + len(target) > max_len:
-        # shorten the abstract inside the prompt and render again
-        words = ex.messages[0]["content"].split(" ")
-        while len(prompt) + len(target) > max_len and len(words) > 20:
+    msgs = ex.messages
+    prompt = tok(render_chat(template, msgs), add_special_tokens=False)["input_ids"]
+    words = msgs[-1]["content"].split(" ")
+    while len(prompt) + len(target) > max_len and ((ex.task == "headline" and len(words) > 20) or len(msgs) > 1):
+        if ex.task == "headline" and len(words) > 20:
             words = words[: int(len(words) * 0.85)]
-            prompt = tok(render_chat(template, [{"role": "user", "content": " ".join(words)}]),
-                         add_special_tokens=False)["input_ids"]
+        else:
+            msgs = msgs[2:]                 # one example: its request and its answer
+        prompt = tok(render_chat(template, msgs[:-1] + [{"role": "user", "content": " ".join(words)}]),
+                     add_special_tokens=False)["input_ids"]
     ids = (prompt + target)[:max_len]
     return ids, len(prompt)
 

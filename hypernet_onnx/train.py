@@ -72,6 +72,8 @@ class TrainConfig:
     shared_rank: int = 0             # > 0 (without shared_from): a plain shared LoRA of this rank, trained jointly
     shared_lr: float = 0.0           # peak lr of the shared LoRA's parameters (0: lr)
     loo: bool = False                # add leave-one-out examples (every profile item, the rest as its profile)
+    rag_share: float = 0.0           # share of the loo examples shown after the author's retrieved items (rag_data)
+    rag_distill: float = 0.0         # weight of KL(base shown the retrieved items || adapter) on the bare loo examples
     extra_data: str = ""             # more training authors from another file (e.g. extra-train.jsonl.gz)
     extra_users: int = 0
     ood_data: str = ""               # evaluated with the best checkpoint at the end (e.g. peps-ood-dev.jsonl.gz)
@@ -141,6 +143,7 @@ class Trainer:
         data = C.prepare(cfg, data_dir, self.spec.tokenizer_sha, self.template, self._encode, save=self.main)
         self.data_hash, self.profiles, self.tokens, self.splits = data.data_hash, data.profiles, data.tokens, data.splits
         self.train, self.train_ids, self.train_items = data.train, data.train_ids, data.train_items
+        self.teacher_items = data.teacher_items
         self.dev = self.splits["dev"].examples
         self.chat_items = [chat_anchors.encode(self.tok, self.template, a, cfg.max_len)
                            for a in chat_anchors.load()] if cfg.chat_users else []
@@ -155,6 +158,7 @@ class Trainer:
         self.hyper.to(self.device)
         self.kl_items, self.kl_base = self._chat_targets() if cfg.chat_kl > 0 else ([], [])
         self.kl_seen: list[float] = []          # the chat KL of each step (this process's rows), for the log
+        self.distill_seen: list[float] = []     # the rag_distill KL of each step, for the log
         shared_ids = {id(p) for p in self.hyper.shared_parameters()}
         groups = [{"params": [p for p in self.hyper.parameters() if id(p) not in shared_ids], "lr_mult": 1.0}]
         if self.hyper.shared_parameters() and not shared:
@@ -245,15 +249,14 @@ class Trainer:
         """next_token_logits of the batch, row i under the adapter of profile ``keys[i]`` (None: the base)."""
         dev = self.device
         input_ids, mask, loss_mask = (t.to(dev) for t in collate(items, self.tok.pad_token_id or 0))
-        if keys is None:
-            set_lora(self.wrappers, None)
-        else:
-            prof = torch.tensor(np.stack([self.profiles[k] for k in keys])).to(dev)             # (B, P)
-            if self.cfg.profile_input == "zeros":
-                prof = torch.zeros_like(prof)
-            net = self.hyper_ddp if self.hyper.training else self.hyper
         with self.acc.autocast():
-            if keys is not None:
+            if keys is None:
+                set_lora(self.wrappers, None)
+            else:
+                prof = torch.tensor(np.stack([self.profiles[k] for k in keys])).to(dev)         # (B, P)
+                if self.cfg.profile_input == "zeros":
+                    prof = torch.zeros_like(prof)
+                net = self.hyper_ddp if self.hyper.training else self.hyper
                 set_lora(self.wrappers, net(prof), self.hyper.scale)
             return next_token_logits(self.model, input_ids, mask, loss_mask)
 
@@ -295,30 +298,58 @@ class Trainer:
             out[u] = v
         return out
 
-    def step_loss(self, batch: list[D.Example], items: list[tuple[list[int], int]] | None = None) -> torch.Tensor:
-        """Answer NLL under the person's own adapter; with ``contrast`` > 0 plus a hinge that asks the own
-        adapter to beat another person's on the same example by ``margin`` nats. The plain loss only teaches
-        what helps everyone (the task, the domain): an adapter from someone else's profile scored about as well
-        as the person's own. The hinge rewards exactly that difference and stops pushing once it is reached."""
+    def step_loss(self, batch: list[D.Example], items: list[tuple[list[int], int]] | None = None,
+                  teachers: list[tuple[list[int], int] | None] | None = None) -> torch.Tensor:
+        """Answer NLL under the person's own adapter, plus the terms the config weights (each 0 by default):
+        - ``chat_kl``: everyday chat answers ride in the same forward pass, under the first rows' adapters, and
+          must keep the base model's distribution (the anchors' drift was +0.3 nats without it);
+        - ``rag_distill``: rows with a teacher prompt (``teachers``: the same example after the author's retrieved
+          items) learn toward the base model shown those items, rag's gain carried into the adapter;
+        - ``contrast``: a hinge that asks the own adapter to beat another person's on the same example by
+          ``margin`` nats (the plain loss only teaches what helps everyone; the hinge rewards the difference)."""
         c = self.cfg
-        if c.chat_kl > 0:      # the chat rows ride in the same forward pass, under the first rows' adapters
-            items = items if items is not None else self.tokens.get(batch, self._encode)
+        items = items if items is not None else self.tokens.get(batch, self._encode)
+        keys = [ex.profile_key for ex in batch]
+        idx = []
+        if c.chat_kl > 0:
             rng = np.random.default_rng([c.seed, self.step, 1])
-            idx = rng.choice(len(self.kl_items), min(c.chat_batch, len(self.kl_items), len(batch)), replace=False)
-            keys = [ex.profile_key for ex in batch]
-            logits, tgt, lm = self.logits_under(keys + keys[:len(idx)], items + [self.kl_items[j] for j in idx])
-            own = answer_nll(logits[:len(batch)], tgt[:len(batch)], lm[:len(batch)]).float()      # (B,)
-            kl = self.chat_kl(logits[len(batch):], lm[len(batch):], list(idx))
+            idx = list(rng.choice(len(self.kl_items), min(c.chat_batch, len(self.kl_items), len(batch)), replace=False))
+        B = len(batch)
+        logits, tgt, lm = self.logits_under(keys + keys[:len(idx)], items + [self.kl_items[j] for j in idx])
+        own = answer_nll(logits[:B], tgt[:B], lm[:B]).float()                              # (B,)
+        loss = own.mean()
+        if idx:
+            kl = self.chat_kl(logits[B:], lm[B:], idx)
             self.kl_seen.append(float(kl.detach()))
-            loss = own.mean() + c.chat_kl * kl
-        else:
-            own = self.losses(batch, items=items)                                            # (B,)
-            loss = own.mean()
+            loss = loss + c.chat_kl * kl
+        rows = [i for i, t in enumerate(teachers or []) if t is not None] if c.rag_distill > 0 else []
+        if rows:
+            kl = self.rag_kl(logits, tgt, lm, rows, [teachers[i] for i in rows])
+            self.distill_seen.append(float(kl.detach()))
+            loss = loss + c.rag_distill * kl
         if c.contrast <= 0:
             return loss
         other = self.others([ex.user for ex in batch])
         theirs = self.losses(batch, lambda u: other[u], items)                        # (B,)
         return loss + c.contrast * F.relu(c.margin + own - theirs).mean()
+
+    def rag_kl(self, logits, tgt, lm, rows: list[int], teacher_items: list[tuple[list[int], int]]) -> torch.Tensor:
+        """Mean over ``rows`` of KL(teacher || adapter) per answer token: the teacher is the base model shown the
+        author's retrieved items before the request (a longer prompt, the same answer tokens; where max_len cut
+        one answer shorter, the common start), the student the adapter on the bare request."""
+        with torch.no_grad():
+            t_logits, t_tgt, t_lm = self.logits_under(None, teacher_items)
+        kls = []
+        for r, x, y, m in zip(rows, t_logits, t_tgt, t_lm):
+            s_pos = (lm[r] > 0).nonzero().squeeze(1)
+            t_pos = (m > 0).nonzero().squeeze(1)
+            n = min(len(s_pos), len(t_pos))
+            if not torch.equal(tgt[r][s_pos[:n]], y[t_pos[:n]]):
+                raise AssertionError("a teacher prompt predicts other answer tokens than its bare example")
+            t = F.log_softmax(x[t_pos[:n]].float(), -1)                                   # (n, V)
+            q = F.log_softmax(logits[r][s_pos[:n]].float(), -1)                           # (n, V)
+            kls.append(F.kl_div(q, t, log_target=True, reduction="none").sum(-1).mean())
+        return torch.stack(kls).mean()
 
     def train_step(self) -> float:
         """One step on the global batch of ``batch_size`` examples; each process takes its contiguous share."""
@@ -329,7 +360,8 @@ class Trainer:
         if share * n != c.batch_size:
             raise SystemExit(f"batch_size {c.batch_size} does not split over {n} processes")
         idx = [self.order[(self.step * c.batch_size + r * share + i) % len(self.order)] for i in range(share)]
-        loss = self.step_loss([self.train[i] for i in idx], [self.train_items[i] for i in idx])
+        loss = self.step_loss([self.train[i] for i in idx], [self.train_items[i] for i in idx],
+                              [self.teacher_items[i] for i in idx])
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step) * g.get("lr_mult", 1.0)
         self.opt.zero_grad(set_to_none=True)
@@ -393,6 +425,8 @@ class Trainer:
             running.append(self.train_step())
             if self.step % 10 == 0:
                 kl = {"chat_kl_10": float(np.mean(self.kl_seen[-10:]))} if self.kl_seen else {}
+                if self.distill_seen:
+                    kl["rag_kl_10"] = float(np.mean(self.distill_seen[-10:]))
                 self.say(json.dumps({"step": self.step, "train_10": float(np.mean(running[-10:])), **kl,
                                      "elapsed": round(time.time() - t0, 1)}))
             if self.step % c.eval_every == 0 or self.step in (c.steps, stop):

@@ -5,6 +5,8 @@
 #   run: bash scripts/gpu_issue11.sh part2   carry runs/gpu2                 (next 46 MB)
 #   run: bash scripts/gpu_issue11.sh train   carry runs/gpu3                 (the rest, data, caches, wheels)
 #   (session 10's runs: PREFIX=v3gpu RUNS="res-kl1 mt-kl1 res res-kl3 res-kl1-lr5" bash scripts/gpu_issue11.sh train)
+#   (prepared in session 11: PREFIX=v4gpu RUNS="res-kl1-rag50 res-kl1-ml1024"; their --prepare also writes the
+#    retrieved items, cache/rag-*.json; the few-shot token ids are left to the GPU machine's 16 cores)
 # runs/gpu3 holds: part, data/ (the first 1000 training authors, dev, PEPs, extra-train), cache/ (profile vectors
 # and token ids from `python -m hypernet_onnx.train --prepare`: no embedder there), whl/ (gguf, platformdirs...).
 # Back in $OUT: each run's best checkpoint (slim, fp16) and logs.tgz (logs, ood.json).
@@ -44,7 +46,7 @@ case "${1:-}" in
     ls -l "$OUT" ;;
   train)
     assemble runs/gpu3
-    cp runs/gpu3/cache/*.npz runs/cache/
+    cp runs/gpu3/cache/*.npz runs/cache/ && cp runs/gpu3/cache/*.json runs/cache/ 2>/dev/null
     for n in $RUNS; do
       timeout "${RUN_TIMEOUT:-530}" python -m hypernet_onnx.train --config "hypernet_onnx/configs/$PREFIX-$n.toml" \
         --data-dir runs/gpu3/data --threads 3 --max-seconds "${MAX_SECONDS:-400}" ${EXTRA:-} > "runs/$PREFIX-$n.log" 2>&1 &

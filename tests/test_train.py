@@ -282,3 +282,65 @@ def test_joint_shared_lora_with_leave_one_out_profiles(tiny_cfg, sample_data, mo
         out = mt.hyper(torch.zeros(1, mt.hcfg.input_dim))
     for m in cfg.modules:
         assert out[m][0][..., 2:, :].abs().max() == 0 and out[m][1][..., 2:].abs().max() == 0
+
+
+def test_rag_share_trains_on_the_loo_examples_after_their_retrieved_items(tiny_cfg, sample_data, monkeypatch,
+                                                                          tmp_path):
+    """rag_share: a seeded share of the leave-one-out examples is posed after the author's retrieved items (the
+    app's retrieval over the other items), the rest bare; the retrievals are cached with the other files, so the
+    GPU machine (no embedder) rebuilds the same examples from the data alone."""
+    from hypernet_onnx import data as D
+    from hypernet_onnx import rag_data as R
+    monkeypatch.setattr(D, "CACHE_DIR", tmp_path / "cache")
+    real_embed = D.embed_users
+    monkeypatch.setattr(D, "embed_users", lambda path, users, *a, **k: real_embed(path, users, *a, progress=False))
+    with pytest.raises(SystemExit, match="need loo"):
+        Trainer(dataclasses.replace(tiny_cfg, out_dir=str(tmp_path / "noloo"), rag_share=0.5), sample_data.parent)
+    cfg = dataclasses.replace(tiny_cfg, out_dir=str(tmp_path / "rag"), loo=True, rag_share=0.5, max_len=768)
+    tr = Trainer(cfg, sample_data.parent)
+    loo = [e for e in tr.train if e.profile]
+    shown = [e for e in loo if len(e.messages) > 1]
+    assert 0 < len(shown) < len(loo)
+    users = {u["user"]: u for u in D.load_users(sample_data, tiny_cfg.train_users)}
+    for e in shown:
+        item = int(e.profile.rsplit("loo", 1)[1])
+        titles = [m["content"] for m in e.messages if m["role"] == "assistant"] if e.task == "headline" else []
+        assert users[e.user]["profile"][item]["title"] not in titles       # never its own item
+    assert list((tmp_path / "cache").glob("rag-*.json"))
+    tr.run(until=2)
+    monkeypatch.setattr(R, "loo_retrievals", lambda *a, **k: pytest.fail("retrievals must come from the cache"))
+    monkeypatch.setattr(D, "embed_users", lambda *a, **k: pytest.fail("profiles must come from the cache"))
+    again = Trainer(dataclasses.replace(cfg, out_dir=str(tmp_path / "again")), sample_data.parent)
+    assert [e.key() for e in again.train] == [e.key() for e in tr.train]
+
+
+def test_rag_distill_pulls_bare_examples_toward_the_base_model_shown_the_retrieved_items(tiny_cfg, sample_data,
+                                                                                         monkeypatch, tmp_path):
+    """rag_distill: every bare leave-one-out example gets a teacher, the same example after the author's retrieved
+    items under the base model, and the loss adds KL(teacher || adapter) per answer token."""
+    import numpy as np
+    import torch.nn.functional as F
+    from hypernet_onnx import data as D
+    monkeypatch.setattr(D, "CACHE_DIR", tmp_path / "cache")
+    real_embed = D.embed_users
+    monkeypatch.setattr(D, "embed_users", lambda path, users, *a, **k: real_embed(path, users, *a, progress=False))
+    cfg = dataclasses.replace(tiny_cfg, out_dir=str(tmp_path / "distill"), loo=True, rag_distill=1.0, max_len=768)
+    tr = Trainer(cfg, sample_data.parent)
+    assert all((t is not None) == bool(e.profile) for e, t in zip(tr.train, tr.teacher_items))   # queries: none
+    rows = [i for i, e in enumerate(tr.train) if e.profile][:3]
+    batch, items, teach = ([xs[i] for i in rows] for xs in (tr.train, tr.train_items, tr.teacher_items))
+    assert all(len(t[0]) - t[1] == len(it[0]) - it[1] and len(t[0]) > len(it[0]) for t, it in zip(teach, items))
+    with torch.no_grad():
+        got = float(tr.step_loss(batch, items, teach))
+        plain = float(tr.losses(batch, items=items).mean())
+        want = []
+        for ex, it, t in zip(batch, items, teach):          # one row at a time, no padding: the definition
+            s, _, s_lm = tr.logits_under([ex.profile_key], [it])
+            b, _, b_lm = tr.logits_under(None, [t])
+            q, p = F.log_softmax(s[0][s_lm[0] > 0], -1), F.log_softmax(b[0][b_lm[0] > 0], -1)
+            want.append(float((p.exp() * (p - q)).sum(-1).mean()))
+    assert min(want) > 0                                     # the items shown change the base model's answer
+    assert got == pytest.approx(plain + np.mean(want), rel=1e-4)
+    tr.distill_seen.clear()
+    tr.run(until=2)
+    assert len(tr.distill_seen) == 2 and all(v > 0 for v in tr.distill_seen)     # logged, one per step
