@@ -26,11 +26,27 @@ def test_another_base_models_answers_are_refused(tmp_path):
 
 
 def test_the_committed_answers_are_the_base_models_own(engine):
-    """Regenerating reproduces the committed file (first anchors): the locked llama.cpp and GGUF answer the same."""
-    engine.set_adapter(None)
-    assert chat_anchors.build(engine, chat_anchors.anchor_prompts()[:2]) == chat_anchors.load()[:2]
-    first = chat_anchors.train_prompts()[:1]
-    assert chat_anchors.build(engine, first) == chat_anchors.load(chat_anchors.TRAIN)[:1]
+    """The committed answers are the locked GGUF's own greedy answers. Not checked by regenerating them word for
+    word: llama.cpp's kernels differ by CPU (the answers were made on an AVX2 machine; on an AVX-512 one the last
+    bits differ, a near-tied token flips and the rest of the answer with it). Teacher-forced, the model's own
+    next-token choice must be the committed token almost everywhere; for another prompt's answer it is not."""
+    import numpy as np
+    eng = type(engine)(engine.model_path, n_ctx=1024, logits_all=True)
+
+    def agreement(row: dict, answer: str) -> float:
+        prompt = eng.tokenize(eng.chat_prompt(chat_anchors.messages(row["prompt"])))
+        target = eng.tokenize(answer)
+        return float(np.mean(eng.logits(prompt + target)[len(prompt) - 1:-1].argmax(1) == np.array(target)))
+
+    for rows in (chat_anchors.load()[:6], chat_anchors.load(chat_anchors.TRAIN)[:4]):
+        own = [agreement(r, r["answer"]) for r in rows]
+        other = [agreement(r, o["answer"]) for r, o in zip(rows, rows[1:] + rows[:1])]
+        assert np.mean(own) >= 0.93 and min(own) >= 0.85, own          # measured: 0.90-1.0, mean ~0.97
+        assert np.mean(other) <= 0.85, other                           # measured: 0.58-0.81
+    engine.set_adapter(None)         # and the generator still writes rows of the committed form
+    row = chat_anchors.build(engine, chat_anchors.anchor_prompts()[:1])[0]
+    assert {k: v for k, v in row.items() if k != "answer" and k != "ended"} == {
+        k: v for k, v in chat_anchors.load()[0].items() if k != "answer" and k != "ended"}
 
 
 def test_the_training_prompts_are_held_apart_from_the_anchors():
