@@ -35,8 +35,7 @@ def person_store(user: dict, embedder, path: Path, leave_out: int | None = None)
     """A person's profile items held as the app holds imported documents: one document per item (its title, the
     app's chunker), embedded by the app's embedder, in a real SQLite store with the app's keyword index, so
     retrieval and profile vectors run the app's code. ``leave_out``: an item the store never holds (a store of
-    its own for each leave-one-out example, ~10 ms: the app's ties in ranking fall by import order, so deleting
-    and re-adding the item in one store would not rank as the app does)."""
+    its own for each leave-one-out example, ~10 ms: exactly the store of a person who never imported it)."""
     store = Store(path)
     for i, item in enumerate(user["profile"]):
         chunks = chunk_document(item.get("title", ""), item.get("text", ""))
