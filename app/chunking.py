@@ -15,6 +15,7 @@ import re
 MAX_WORDS = 160
 MIN_WORDS = 8  # a trailing fragment shorter than this joins the previous chunk
 
+_TITLE_HEADING = re.compile(r"\A\s*#+[ \t]*(.*?)[ \t#]*(?:\n|\Z)")    # a Markdown heading as the first line
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
@@ -62,10 +63,17 @@ def document_text(title: str, text: str) -> str:
     """The text of one profile item as the chunker sees it: title, blank line, body.
 
     Training data items (title + text) and imported documents (extracted title +
-    text) both go through here, so both sides agree on what a chunk contains.
+    text) both go through here, so both sides agree on what a chunk contains: a
+    Markdown note that opens with its title heading ("# Title") chunks as the
+    same item given as (title, text) does, without the heading's marks.
     """
     title = " ".join(title.split())
-    if not title or text.lstrip("# \t").startswith(title):   # a markdown heading already carries it
+    if not title:
+        return text
+    heading = _TITLE_HEADING.match(text)
+    if heading and " ".join(heading.group(1).split()) == title:    # the heading is the title: drop its marks
+        text = text[heading.end():].lstrip()
+    if text.lstrip("# \t").startswith(title):    # the text already opens with its title
         return text
     return f"{title}\n\n{text}"
 

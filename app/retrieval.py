@@ -21,6 +21,7 @@ from .store import Store
 DEFAULT_K = 4        # passages/examples per answer (Settings.rag_k's default; the evaluation uses it too)
 RRF_K = 60           # reciprocal-rank fusion constant (Cormack et al. 2009); flat enough that both rankings count
 CANDIDATES = 4       # each ranking contributes CANDIDATES * k candidates to the fusion
+EXAMPLE_CHUNKS = 4   # a worked example carries its document's first chunks: a whole abstract, not a novel
 
 
 def search(store: Store, embedder_id: str, query_vec: np.ndarray, query: str, k: int) -> list[dict]:
@@ -63,7 +64,7 @@ def examples(store: Store, embedder_id: str, embed: Callable[[list[str]], np.nda
     Returns (items, best last so it sits nearest the request; the passage that found each item)."""
     hits = passages(store, embedder_id, embed, query, CANDIDATES * k)
     items = [{**d, "text": without_heading(d["text"], d["title"])}
-             for d in store.documents_of_chunks([h["chunk_id"] for h in hits]) if d["title"]][:k]
+             for d in store.documents_of_chunks([h["chunk_id"] for h in hits], EXAMPLE_CHUNKS) if d["title"]][:k]
     first_hit: dict[str, dict] = {}
     for h in hits:
         first_hit.setdefault(h["path"], h)

@@ -291,7 +291,7 @@ class Store:
             f"SELECT ch.id, ch.text, d.path FROM chunks ch JOIN documents d ON d.id = ch.document_id "
             f"WHERE ch.id IN ({marks})", ids)})
 
-    def documents_of_chunks(self, ids: list[int], max_chunks: int = 4) -> list[dict]:
+    def documents_of_chunks(self, ids: list[int], max_chunks: int) -> list[dict]:
         """The documents the given chunks belong to, each once, in the order of their first chunk in ``ids``,
         with title and the text of their first ``max_chunks`` chunks: few-shot examples need whole items
         (a title with its text), not the passage that matched."""

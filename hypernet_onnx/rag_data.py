@@ -28,7 +28,6 @@ from app.store import Store
 from hypernet_onnx import data as D
 
 RAG_K = retrieval.DEFAULT_K          # the app's default: training sees the prompt a person's request gets
-STORED_CHUNKS = 4                    # Store.documents_of_chunks' default: the text an example carries
 
 
 def person_store(user: dict, embedder, path: Path, leave_out: int | None = None) -> Store:
@@ -66,7 +65,7 @@ def stored_item(item: dict) -> dict:
     """An item as retrieval.examples returns it from the store: its title, and the text of its first chunks
     without the title heading."""
     title = item.get("title", "")
-    text = " ".join(chunk_document(title, item.get("text", ""))[:STORED_CHUNKS])
+    text = " ".join(chunk_document(title, item.get("text", ""))[:retrieval.EXAMPLE_CHUNKS])
     return {"title": title, "text": retrieval.without_heading(text, title)}
 
 

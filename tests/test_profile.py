@@ -31,7 +31,17 @@ def test_chunks_respect_sentence_boundaries_and_size():
 
 def test_title_is_part_of_the_first_chunk_once():
     assert chunk_document("My Title", "Body text here.")[0].startswith("My Title Body")
-    assert document_text("Notes", "# Notes\n\nbody") == "# Notes\n\nbody"
+    assert chunk_document("Notes", "Notes on things. Body text here.") == ["Notes on things. Body text here."]
+
+
+def test_a_markdown_title_heading_chunks_as_the_same_item_given_as_title_and_text():
+    """The app imports notes as Markdown, training and evaluation give items as (title, text): the first chunk,
+    and so the profile vector, must not differ by the heading's marks."""
+    body = "First sentence of the note. A second one, long enough to count."
+    for md in ("# Notes\n\n", "  ## Notes ##\n", "#\tNotes\n\n\n"):
+        assert document_text("Notes", md + body) == "Notes\n\n" + body
+        assert chunk_document("Notes", md + body) == chunk_document("Notes", body)
+    assert document_text("Notes", "# Other heading\n\n" + body) == "Notes\n\n# Other heading\n\n" + body
 
 
 def test_pooling_100k_chunks_in_bounded_memory():
