@@ -186,7 +186,7 @@ def prepare(cfg: TrainConfig, data_dir: Path, tokenizer_id: str, template: str, 
             raise SystemExit("rag_share and rag_distill need loo: the retrieved items are the author's other items")
         rag = rag_twins(paths, users, loo, save)
         # rag_share: a seeded share of the examples is shown after the retrieved items; rag_distill: the bare
-        # rest learn toward the base model shown them (teacher)
+        # rest learn toward their adapter shown them (teacher)
         shown = np.random.default_rng(cfg.seed).random(len(loo)) < cfg.rag_share
         twins = [None if s or cfg.rag_distill <= 0 else r for r, s in zip(rag, shown)]
         loo = [r if s else e for e, r, s in zip(loo, rag, shown)]

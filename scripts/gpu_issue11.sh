@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 11 on the lent GPU (../shared/gpu/README.md): five designs side by side on one GPU, same data and schedule.
 # The base GGUF does not fit in one call (64 MiB with the tree), so it travels in three parts:
+#   here: bash scripts/gpu_issue11.sh pack     (after --prepare of the runs' configs: parts, data, caches, wheels)
 #   run: bash scripts/gpu_issue11.sh part1   carry runs/gpu1                 (first 46 MB)
 #   run: bash scripts/gpu_issue11.sh part2   carry runs/gpu2                 (next 46 MB)
 #   run: bash scripts/gpu_issue11.sh train   carry runs/gpu3                 (the rest, data, caches, wheels)
@@ -27,6 +28,28 @@ assemble() {   # the base GGUF from the staged parts and $1/part, the wheels the
   nvidia-smi -L 2>/dev/null; python -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
 }
 case "${1:-}" in
+  pack)   # here, after `python -m hypernet_onnx.train --config ... --prepare` for every run: build runs/gpu1..3
+    set -e
+    G=models/SmolLM2-135M-Instruct.Q4_1.gguf
+    rm -rf runs/gpu1 runs/gpu2 runs/gpu3 && mkdir -p runs/gpu1 runs/gpu2 runs/gpu3/data runs/gpu3/cache runs/gpu3/whl
+    head -c 46000000 "$G" > runs/gpu1/part
+    tail -c +46000001 "$G" | head -c 46000000 > runs/gpu2/part
+    tail -c +92000001 "$G" > runs/gpu3/part
+    cat runs/gpu1/part runs/gpu2/part runs/gpu3/part | sha256sum | grep -q b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+    D=${DATA:-../shared/data}
+    python - "$D" runs/gpu3/data <<'PY'   # the first 1,000 training authors (every v2-v4 config's train_users)
+import gzip, shutil, sys
+src, dst = sys.argv[1], sys.argv[2]
+with gzip.open(f"{src}/mlpapers-train.jsonl.gz", "rt") as f, gzip.open(f"{dst}/mlpapers-train.jsonl.gz", "wt") as g:
+    for n, line in zip(range(1000), f):
+        g.write(line)
+for name in ("mlpapers-dev", "peps-ood-dev", "extra-train"):
+    shutil.copy(f"{src}/{name}.jsonl.gz", dst)
+PY
+    cp runs/cache/*.npz runs/gpu3/cache/ && cp runs/cache/rag-*.json runs/gpu3/cache/ 2>/dev/null || true
+    pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_17_x86_64 -d runs/gpu3/whl gguf==0.19.0 platformdirs==4.14.8
+    du -sh runs/gpu1 runs/gpu2 runs/gpu3; ls -l runs/gpu3/cache ;;
   part1) mkdir -p "$STAGE" && cp runs/gpu1/part "$STAGE/part1" && ls -l "$STAGE" ;;
   part2) mkdir -p "$STAGE" && cp runs/gpu2/part "$STAGE/part2" && ls -l "$STAGE" ;;
   ceiling)
@@ -58,5 +81,5 @@ case "${1:-}" in
     done
     tar czf "$OUT/logs.tgz" runs/$PREFIX-*.log $(ls runs/$PREFIX-*/ood.json 2>/dev/null)
     ls -l "$OUT" ;;
-  *) echo "usage: $0 part1|part2|train|ceiling" >&2; exit 1 ;;
+  *) echo "usage: $0 pack|part1|part2|train|ceiling" >&2; exit 1 ;;
 esac

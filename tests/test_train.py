@@ -314,10 +314,11 @@ def test_rag_share_trains_on_the_loo_examples_after_their_retrieved_items(tiny_c
     assert [e.key() for e in again.train] == [e.key() for e in tr.train]
 
 
-def test_rag_distill_pulls_bare_examples_toward_the_base_model_shown_the_retrieved_items(tiny_cfg, sample_data,
+def test_rag_distill_pulls_bare_examples_toward_their_adapter_shown_the_retrieved_items(tiny_cfg, sample_data,
                                                                                          monkeypatch, tmp_path):
     """rag_distill: every bare leave-one-out example gets a teacher, the same example after the author's retrieved
-    items under the base model, and the loss adds KL(teacher || adapter) per answer token."""
+    items under the example's own adapter (context distillation), and the loss adds KL(teacher || adapter) per
+    answer token; no gradient flows through the teacher."""
     import numpy as np
     import torch.nn.functional as F
     from hypernet_onnx import data as D
@@ -330,17 +331,35 @@ def test_rag_distill_pulls_bare_examples_toward_the_base_model_shown_the_retriev
     rows = [i for i, e in enumerate(tr.train) if e.profile][:3]
     batch, items, teach = ([xs[i] for i in rows] for xs in (tr.train, tr.train_items, tr.teacher_items))
     assert all(len(t[0]) - t[1] == len(it[0]) - it[1] and len(t[0]) > len(it[0]) for t, it in zip(teach, items))
+    tr.hyper.eval()                                          # no dropout: the definition below is deterministic
+    with torch.no_grad():                                    # adapters away from zero (ΔW = 0 at init: teacher = base)
+        for p in tr.hyper.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+
+    def kl_row(ex, it, t, teacher_key):                      # one row at a time, no padding: the definition
+        s, _, s_lm = tr.logits_under([ex.profile_key], [it])
+        with torch.no_grad():
+            b, _, b_lm = tr.logits_under(teacher_key, [t])
+        q, p = F.log_softmax(s[0][s_lm[0] > 0], -1), F.log_softmax(b[0][b_lm[0] > 0], -1)
+        return (p.exp() * (p - q)).sum(-1).mean()
+
     with torch.no_grad():
         got = float(tr.step_loss(batch, items, teach))
         plain = float(tr.losses(batch, items=items).mean())
-        want = []
-        for ex, it, t in zip(batch, items, teach):          # one row at a time, no padding: the definition
-            s, _, s_lm = tr.logits_under([ex.profile_key], [it])
-            b, _, b_lm = tr.logits_under(None, [t])
-            q, p = F.log_softmax(s[0][s_lm[0] > 0], -1), F.log_softmax(b[0][b_lm[0] > 0], -1)
-            want.append(float((p.exp() * (p - q)).sum(-1).mean()))
-    assert min(want) > 0                                     # the items shown change the base model's answer
+        want = [float(kl_row(ex, it, t, [ex.profile_key])) for ex, it, t in zip(batch, items, teach)]
+        base_teacher = [float(kl_row(ex, it, t, None)) for ex, it, t in zip(batch, items, teach)]
+    assert min(want) > 0                                     # the items shown change the adapter's answer
     assert got == pytest.approx(plain + np.mean(want), rel=1e-4)
+    assert got != pytest.approx(plain + np.mean(base_teacher), rel=1e-3)      # the test tells the teachers apart
+    params = [p for p in tr.hyper.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(tr.step_loss(batch, items, teach), params, allow_unused=True)
+    ref = tr.losses(batch, items=items).mean() + torch.stack([kl_row(*r, [r[0].profile_key])
+                                                              for r in zip(batch, items, teach)]).mean()
+    ref_grads = torch.autograd.grad(ref, params, allow_unused=True)
+    for g, r in zip(grads, ref_grads):                       # the student alone is trained: no gradient via the teacher
+        if r is not None:
+            torch.testing.assert_close(g, r, rtol=2e-3, atol=1e-6)
+    tr.hyper.train()
     tr.distill_seen.clear()
     tr.run(until=2)
     assert len(tr.distill_seen) == 2 and all(v > 0 for v in tr.distill_seen)     # logged, one per step
