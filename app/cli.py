@@ -165,8 +165,10 @@ def _answer_opts(f):
     f = click.option("--no-adapter", is_flag=True, help="answer with the base model")(f)
     f = click.option("--scale", type=float, default=None, help="adapter strength (0 = off, 1 = as trained)")(f)
     f = click.option("--rag/--no-rag", default=None,
-                     help="put the top-k matching passages in the prompt (a title/abstract task request "
-                          "gets the k nearest documents as worked examples)")(f)
+                     help="put the top-k matching passages in the prompt and list them as sources")(f)
+    f = click.option("--examples/--no-examples", default=None,
+                     help="a title/abstract task request gets your k nearest documents as worked examples "
+                          "(default: on, the setting 'examples')")(f)
     f = click.option("--k", type=int, default=None, help="passages to retrieve")(f)
     f = click.option("--max-tokens", type=int, default=256)(f)
     f = click.option("--seed", type=int, default=None, help="seed for a reproducible answer (default: a fresh one)")(f)
@@ -178,10 +180,10 @@ def _answer_opts(f):
 @click.argument("prompt")
 @_answer_opts
 @click.pass_context
-def ask(ctx, prompt, no_adapter, scale, rag, k, max_tokens, seed, greedy):
+def ask(ctx, prompt, no_adapter, scale, rag, examples, k, max_tokens, seed, greedy):
     """Answer one prompt."""
     ans = _core(ctx).ask(prompt, use_adapter=not no_adapter, scale=scale, rag=rag, k=k, max_tokens=max_tokens,
-                         seed=seed, greedy=greedy)
+                         seed=seed, greedy=greedy, examples=examples)
     data = {"text": ans.text, "adapter_version": ans.adapter_version, "sources": ans.sources}
 
     def human(d):
@@ -194,7 +196,7 @@ def ask(ctx, prompt, no_adapter, scale, rag, k, max_tokens, seed, greedy):
 @cli.command()
 @_answer_opts
 @click.pass_context
-def chat(ctx, no_adapter, scale, rag, k, max_tokens, seed, greedy):
+def chat(ctx, no_adapter, scale, rag, examples, k, max_tokens, seed, greedy):
     """Chat interactively (streaming). Empty line or Ctrl-D ends."""
     t = _core(ctx)
     chat_id = t.new_chat("terminal chat")
@@ -208,7 +210,7 @@ def chat(ctx, no_adapter, scale, rag, k, max_tokens, seed, greedy):
             break
         msgs = history + [{"role": "user", "content": line}]
         pieces, sources, active = t.stream(msgs, use_adapter=not no_adapter, scale=scale, rag=rag, k=k,
-                                           max_tokens=max_tokens, seed=seed, greedy=greedy)
+                                           max_tokens=max_tokens, seed=seed, greedy=greedy, examples=examples)
         click.echo("tailor> ", nl=False)
         out = []
         try:

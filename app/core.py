@@ -260,12 +260,17 @@ class Tailor:
 
     # --- answers -----------------------------------------------------------------
     def _prepare(self, messages: list[dict], use_adapter: bool | None, scale: float | None, rag: bool | None,
-                 k: int | None, max_tokens: int = 256) -> tuple[str, list[dict], int | None]:
+                 k: int | None, max_tokens: int = 256, examples: bool | None = None
+                 ) -> tuple[str, list[dict], int | None]:
         """The prompt for the last message of a chat: adapter set, retrieval added, and the history trimmed
-        (prompts.trim_history) so the prompt leaves ``max_tokens`` of the context for the answer."""
+        (prompts.trim_history) so the prompt leaves ``max_tokens`` of the context for the answer.
+        A task request (prompts.parse_task) gets the person's documents as worked examples when ``examples``
+        (on by default: the evaluation's best method on both data sets, MODEL_CARD "Worked examples by
+        default") or ``rag`` is on; any other request gets passages only with ``rag``."""
         use_adapter = self.settings.use_adapter if use_adapter is None else use_adapter
         scale = self.settings.scale if scale is None else scale
         rag = self.settings.rag if rag is None else rag
+        examples = self.settings.examples if examples is None else examples
         eng = self.engine
         latest = self.latest_adapter()
         active = None
@@ -277,7 +282,7 @@ class Tailor:
         else:
             eng.set_scale(0.0)
         k = k or self.settings.rag_k
-        task = parse_task(messages[-1]["content"]) if rag else None
+        task = parse_task(messages[-1]["content"]) if rag or examples else None
         if task:
             items, sources = self._examples(task, k)
             build = lambda turns: eng.chat_prompt(with_examples(task[0], turns, items))    # noqa: E731
@@ -303,16 +308,17 @@ class Tailor:
         return replace(CHAT_SAMPLING, seed=self.settings.seed if seed is None else seed)
 
     def stream(self, messages: list[dict], *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256,
-               seed=None, greedy=None, sampling: Sampling | None = None, usage: dict | None = None
-               ) -> tuple[Iterator[str], list[dict], int | None]:
-        prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k, max_tokens)
+               seed=None, greedy=None, sampling: Sampling | None = None, usage: dict | None = None,
+               examples=None) -> tuple[Iterator[str], list[dict], int | None]:
+        prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k, max_tokens, examples)
         sampling = sampling or self.sampling(seed, greedy)
         return self.engine.stream(prompt, max_tokens=max_tokens, sampling=sampling, usage=usage), sources, active
 
     def ask(self, prompt: str, *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256, seed=None,
-            greedy=None, sampling: Sampling | None = None, history: list[dict] | None = None) -> Answer:
+            greedy=None, sampling: Sampling | None = None, history: list[dict] | None = None,
+            examples=None) -> Answer:
         messages = (history or []) + [{"role": "user", "content": prompt}]
-        full_prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k, max_tokens)
+        full_prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k, max_tokens, examples)
         g = self.engine.complete(full_prompt, max_tokens=max_tokens, sampling=sampling or self.sampling(seed, greedy))
         return Answer(g.text, active, sources, round(g.first_token_ms, 1), round(g.tokens_per_s, 1))
 

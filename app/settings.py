@@ -21,7 +21,8 @@ class Settings:
     threads: int = 0                   # 0: all cores
     gpu_layers: int = 0
     rag_k: int = DEFAULT_K
-    rag: bool = False
+    rag: bool = False                  # "Cite my documents": passages in the prompt, listed as sources
+    examples: bool = True              # a title/abstract request gets the person's nearest documents as examples
     use_adapter: bool = True
     scale: float = 1.0
     greedy: bool = False               # chat and ask sample (CHAT_SAMPLING) unless this is set

@@ -4,6 +4,7 @@ import json
 from click.testing import CliRunner
 
 from app.cli import cli
+from app.prompts import task_messages
 from tests.conftest import SAMPLES
 
 
@@ -31,7 +32,12 @@ def test_cli_flow(home, tmp_path):
     ans = json.loads(run("ask", "What file format do I work on?", "--rag", "--max-tokens", "24").stdout)
     assert ans["text"] and ans["adapter_version"] == 2 and ans["sources"]
     base = json.loads(run("ask", "What file format do I work on?", "--no-adapter", "--max-tokens", "24").stdout)
-    assert base["adapter_version"] is None
+    assert base["adapter_version"] is None and base["sources"] == []
+    task = task_messages("headline", text="A format for built Python packages that installs without a build.")
+    shown = json.loads(run("ask", task[0]["content"], "--k", "2", "--max-tokens", "8").stdout)
+    assert len(shown["sources"]) == 2            # worked examples by default (the documents they came from)
+    bare = json.loads(run("ask", task[0]["content"], "--no-examples", "--max-tokens", "8").stdout)
+    assert bare["sources"] == []
 
     info = json.loads(run("info").stdout)
     assert info["profile"]["documents"] == 4 and [a["version"] for a in info["adapters"]] == [2, 1]

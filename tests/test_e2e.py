@@ -84,8 +84,9 @@ def test_embedder_upgrade_reembeds_instead_of_mixing(tailor):
 
 
 def test_task_requests_get_the_persons_documents_as_examples(tailor, engine):
-    """With retrieval on, a task request is answered after the person's nearest titled documents posed as the
-    same task (the rag form the evaluation measured); any other request gets passages to cite."""
+    """A task request is answered after the person's nearest titled documents posed as the same task (the rag
+    form the evaluation measured): by default, and with "Cite my documents" on; any other request gets
+    passages to cite only with it on."""
     from app.prompts import task_messages
     tailor._engine = engine
     tailor.import_paths([SAMPLES / "packaging", SAMPLES / "interpreter-performance"])
@@ -102,3 +103,11 @@ def test_task_requests_get_the_persons_documents_as_examples(tailor, engine):
     assert "passages from my own writing" in free and free_sources
     answer = tailor.ask(request, use_adapter=False, rag=True, k=2, max_tokens=8)
     assert answer.text and [s["path"] for s in answer.sources] == [s["path"] for s in sources]
+    assert tailor.settings.examples and not tailor.settings.rag                     # the defaults
+    default, default_sources, _ = tailor._prepare([{"role": "user", "content": request}], False, None, None, 2)
+    assert default == prompt and default_sources == sources                         # examples without "Cite"
+    assert tailor._prepare([{"role": "user", "content": "What is a wheel?"}], False, None, None, 2)[1] == []
+    plain, none, _ = tailor._prepare([{"role": "user", "content": request}], False, None, False, 2, examples=False)
+    assert none == [] and plain.count("Write the abstract of a paper titled") == 1   # the request alone
+    tailor.settings.examples = False
+    assert tailor.ask(request, use_adapter=False, k=2, max_tokens=8).sources == []

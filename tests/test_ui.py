@@ -248,9 +248,12 @@ def test_settings_dialog_saves(window, qtbot):
     dlg = window.open_settings()
     assert dlg.data_dir.text() == window.home
     dlg.k.setValue(7)
+    assert dlg.examples.isChecked()                       # worked examples are on by default
+    dlg.examples.setChecked(False)
     dlg.accept()
     path = Path(window.home) / "settings.json"
     qtbot.waitUntil(lambda: json.loads(path.read_text()).get("rag_k") == 7, timeout=STEP_MS)
+    assert json.loads(path.read_text())["examples"] is False
     assert not window.banner.isVisible()                  # k applies at once: no restart note
 
 

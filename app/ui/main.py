@@ -168,7 +168,7 @@ class MainWindow(QMainWindow):
         self.rag.setAccessibleName("Use retrieval from my documents")
         self.rag.setToolTip("Put the passages of your documents closest to the question into the prompt, "
                             "and show them as sources. A title or abstract request in the examples' words "
-                            "gets your closest documents as worked examples instead")
+                            "gets your closest documents as worked examples instead (on by default: Settings)")
         tb.addWidget(self.rag)
         spacer = QWidget()
         spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)

@@ -1,4 +1,4 @@
-"""Settings: data directory, threads, GPU layers, retrieval k, model file.
+"""Settings: data directory, threads, GPU layers, retrieval k, worked examples, model file.
 
 The dialog edits a copy of the core's settings and hands the changed values
 back; the window applies them on the worker. The base model is built once per
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from ..paths import choose_data_dir, chosen_data_dir
 
@@ -81,6 +81,14 @@ class SettingsDialog(QDialog):
         self.k.setAccessibleName("Passages retrieved per answer")
         form.addRow("Sources per answer:", self.k)
 
+        self.examples = QCheckBox("Answer title and abstract requests after my closest documents")
+        self.examples.setChecked(bool(settings.get("examples", True)))
+        self.examples.setAccessibleName("Worked examples from my documents")
+        self.examples.setToolTip("A request worded as one of the two tasks (the Compare tab offers both) is answered "
+                                 "after your closest titled documents, shown as earlier turns of the same task: "
+                                 "with the adapter, the best-scoring form in the evaluation")
+        form.addRow("Worked examples:", self.examples)
+
         mrow = QHBoxLayout()
         self.model = QLineEdit(settings.get("model_path") or "")
         self.model.setPlaceholderText("Bundled SmolLM2-135M-Instruct")
@@ -125,7 +133,7 @@ class SettingsDialog(QDialog):
 
     def values(self) -> dict:
         return {"threads": self.threads.value(), "gpu_layers": self.gpu.value(), "rag_k": self.k.value(),
-                "model_path": self.model.text().strip() or None}
+                "examples": self.examples.isChecked(), "model_path": self.model.text().strip() or None}
 
     def changed(self) -> dict:
         return {k: v for k, v in self.values().items() if self._orig.get(k) != v}
