@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Issue 11 on the lent GPU (../shared/gpu/README.md): five designs side by side on one GPU, same data and schedule.
 # The base GGUF does not fit in one call (64 MiB with the tree), so it travels in three parts:
-#   here: bash scripts/gpu_issue11.sh pack     (after --prepare of the runs' configs: parts, data, caches, wheels)
+#   Since v4 (max_len 1024 caches): here `bash scripts/gpu_issue11.sh pack` after --prepare of the runs' configs,
+#   then run: `bash scripts/gpu_issue11.sh stage N` carry runs/gpuN for each piece N it made, then
+#   run: `PREFIX=v4gpu RUNS="..." bash scripts/gpu_issue11.sh train` (no carry). Before v4 (and for `ceiling`):
 #   run: bash scripts/gpu_issue11.sh part1   carry runs/gpu1                 (first 46 MB)
 #   run: bash scripts/gpu_issue11.sh part2   carry runs/gpu2                 (next 46 MB)
 #   run: bash scripts/gpu_issue11.sh train   carry runs/gpu3                 (the rest, data, caches, wheels)
 #   (session 10's runs: PREFIX=v3gpu RUNS="res-kl1 mt-kl1 res res-kl3 res-kl1-lr5" bash scripts/gpu_issue11.sh train)
-#   (prepared in session 11: PREFIX=v4gpu RUNS="res-kl1-rag50 res-kl1-ml1024"; their --prepare also writes the
-#    retrieved items, cache/rag-*.json; the few-shot token ids are left to the GPU machine's 16 cores)
+#   (v4, prepared 2026-11-27: PREFIX=v4gpu RUNS="res-kl1-rag50 res-kl1-ml1024" (distill1 third, if three fit);
+#    their --prepare also writes the retrieved items, cache/rag-*.json, and the few-shot token ids)
 # runs/gpu3 holds: part, data/ (the first 1000 training authors, dev, PEPs, extra-train), cache/ (profile vectors
 # and token ids from `python -m hypernet_onnx.train --prepare`: no embedder there), whl/ (gguf, platformdirs...).
 # Back in $OUT: each run's best checkpoint (slim, fp16) and logs.tgz (logs, ood.json).
@@ -28,16 +30,13 @@ assemble() {   # the base GGUF from the staged parts and $1/part, the wheels the
   nvidia-smi -L 2>/dev/null; python -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
 }
 case "${1:-}" in
-  pack)   # here, after `python -m hypernet_onnx.train --config ... --prepare` for every run: build runs/gpu1..3
+  pack)   # here, after `python -m hypernet_onnx.train --config ... --prepare` for every run: the base GGUF, data,
+          # caches and wheels in one tar, cut into pieces that fit a call (64 MiB with the ~19 MB tree): runs/gpuN/part
     set -e
-    G=models/SmolLM2-135M-Instruct.Q4_1.gguf
-    rm -rf runs/gpu1 runs/gpu2 runs/gpu3 && mkdir -p runs/gpu1 runs/gpu2 runs/gpu3/data runs/gpu3/cache runs/gpu3/whl
-    head -c 46000000 "$G" > runs/gpu1/part
-    tail -c +46000001 "$G" | head -c 46000000 > runs/gpu2/part
-    tail -c +92000001 "$G" > runs/gpu3/part
-    cat runs/gpu1/part runs/gpu2/part runs/gpu3/part | sha256sum | grep -q b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
-    D=${DATA:-../shared/data}
-    python - "$D" runs/gpu3/data <<'PY'   # the first 1,000 training authors (every v2-v4 config's train_users)
+    D=${DATA:-../shared/data}; B=runs/gpu-bundle
+    rm -rf "$B" runs/gpu[0-9]* && mkdir -p "$B/data" "$B/cache" "$B/whl" "$B/models"
+    cp models/SmolLM2-135M-Instruct.Q4_1.gguf "$B/models/"
+    python - "$D" "$B/data" <<'PY'   # the first 1,000 training authors (every v2-v4 config's train_users)
 import gzip, shutil, sys
 src, dst = sys.argv[1], sys.argv[2]
 with gzip.open(f"{src}/mlpapers-train.jsonl.gz", "rt") as f, gzip.open(f"{dst}/mlpapers-train.jsonl.gz", "wt") as g:
@@ -46,10 +45,14 @@ with gzip.open(f"{src}/mlpapers-train.jsonl.gz", "rt") as f, gzip.open(f"{dst}/m
 for name in ("mlpapers-dev", "peps-ood-dev", "extra-train"):
     shutil.copy(f"{src}/{name}.jsonl.gz", dst)
 PY
-    cp runs/cache/*.npz runs/gpu3/cache/ && cp runs/cache/rag-*.json runs/gpu3/cache/ 2>/dev/null || true
+    cp runs/cache/*.npz "$B/cache/" && { cp runs/cache/rag-*.json "$B/cache/" 2>/dev/null || true; }
     pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-      --platform manylinux_2_17_x86_64 -d runs/gpu3/whl gguf==0.19.0 platformdirs==4.14.8
-    du -sh runs/gpu1 runs/gpu2 runs/gpu3; ls -l runs/gpu3/cache ;;
+      --platform manylinux_2_17_x86_64 -d "$B/whl" gguf==0.19.0 platformdirs==4.14.8
+    tar cf - -C "$B" . | split -b 44000000 -d -a 1 - runs/gpu-piece-
+    i=1; for f in runs/gpu-piece-*; do mkdir -p "runs/gpu$i"; mv "$f" "runs/gpu$i/part"; i=$((i + 1)); done
+    rm -rf "$B"; ls -l runs/gpu[0-9]*/part ;;
+  stage)  # once per piece N of `pack`, carrying runs/gpuN, before `train`
+    mkdir -p "$STAGE" && cp "runs/gpu$2/part" "$STAGE/piece$2" && ls -l "$STAGE" ;;
   part1) mkdir -p "$STAGE" && cp runs/gpu1/part "$STAGE/part1" && ls -l "$STAGE" ;;
   part2) mkdir -p "$STAGE" && cp runs/gpu2/part "$STAGE/part2" && ls -l "$STAGE" ;;
   ceiling)
@@ -68,6 +71,10 @@ PY
     tail -n 3 runs/ceiling-*.log | cut -c1-400
     ls -l "$OUT" ;;
   train)
+    if ls "$STAGE"/piece* > /dev/null 2>&1; then      # pieces of `pack`: unpack into runs/gpu3, the GGUF into models/
+      mkdir -p runs/gpu3 models && cat $(ls "$STAGE"/piece* | sort -V) | tar xf - -C runs/gpu3 || exit 4
+      mv runs/gpu3/models/*.gguf models/
+    fi
     assemble runs/gpu3
     cp runs/gpu3/cache/*.npz runs/cache/ && cp runs/gpu3/cache/*.json runs/cache/ 2>/dev/null
     for n in $RUNS; do
@@ -81,5 +88,5 @@ PY
     done
     tar czf "$OUT/logs.tgz" runs/$PREFIX-*.log $(ls runs/$PREFIX-*/ood.json 2>/dev/null)
     ls -l "$OUT" ;;
-  *) echo "usage: $0 pack|part1|part2|train|ceiling" >&2; exit 1 ;;
+  *) echo "usage: $0 pack|stage N|part1|part2|train|ceiling" >&2; exit 1 ;;
 esac
