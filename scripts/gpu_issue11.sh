@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 11 on the lent GPU (../shared/gpu/README.md): five designs side by side on one GPU, same data and schedule.
-# The base GGUF does not fit in one call (64 MiB with the tree), so it travels in three parts:
-#   Since v4 (max_len 1024 caches): here `bash scripts/gpu_issue11.sh pack` after --prepare of the runs' configs,
-#   then run: `bash scripts/gpu_issue11.sh stage N` carry runs/gpuN for each piece N it made, then
-#   run: `PREFIX=v4gpu RUNS="..." bash scripts/gpu_issue11.sh train` (no carry). Before v4 (and for `ceiling`):
+# The base GGUF does not fit in one call (64 MiB with the tree). Since v4 (max_len 1024 caches) everything travels
+# in pieces: here `bash scripts/gpu_issue11.sh pack` after --prepare of the runs' configs, then
+#   run: `bash scripts/gpu_issue11.sh stage N` carry runs/gpuN for each piece N it made, then
+#   run: `PREFIX=v4gpu RUNS="..." bash scripts/gpu_issue11.sh train` (no carry).
+# Before v4 (and still for `ceiling`) the GGUF travelled in three parts:
 #   run: bash scripts/gpu_issue11.sh part1   carry runs/gpu1                 (first 46 MB)
 #   run: bash scripts/gpu_issue11.sh part2   carry runs/gpu2                 (next 46 MB)
 #   run: bash scripts/gpu_issue11.sh train   carry runs/gpu3                 (the rest, data, caches, wheels)
