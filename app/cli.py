@@ -184,7 +184,8 @@ def ask(ctx, prompt, no_adapter, scale, rag, examples, k, max_tokens, seed, gree
     """Answer one prompt."""
     ans = _core(ctx).ask(prompt, use_adapter=not no_adapter, scale=scale, rag=rag, k=k, max_tokens=max_tokens,
                          seed=seed, greedy=greedy, examples=examples)
-    data = {"text": ans.text, "adapter_version": ans.adapter_version, "sources": ans.sources}
+    data = {"text": ans.text, "adapter_version": ans.adapter_version, "strength": ans.strength,
+            "sources": ans.sources}
 
     def human(d):
         click.echo(d["text"])
@@ -209,8 +210,9 @@ def chat(ctx, no_adapter, scale, rag, examples, k, max_tokens, seed, greedy):
         if not line:
             break
         msgs = history + [{"role": "user", "content": line}]
-        pieces, sources, active = t.stream(msgs, use_adapter=not no_adapter, scale=scale, rag=rag, k=k,
-                                           max_tokens=max_tokens, seed=seed, greedy=greedy, examples=examples)
+        pieces, sources, active, _strength = t.stream(msgs, use_adapter=not no_adapter, scale=scale, rag=rag,
+                                                      k=k, max_tokens=max_tokens, seed=seed, greedy=greedy,
+                                                      examples=examples)
         click.echo("tailor> ", nl=False)
         out = []
         try:

@@ -24,7 +24,7 @@ from .lora_gguf import AdapterError, now_iso, read_adapter, write_adapter
 from .models import verify_base_model
 from .paths import PROFILES_DIR, data_dir, ensure_private_dir
 from .profile import profile_vector
-from .prompts import parse_task, trim_history, with_context, with_examples
+from .prompts import parse_task, request_strength, trim_history, with_context, with_examples
 from .sandbox import Extractor
 from .settings import Settings
 from .store import Store
@@ -43,6 +43,7 @@ class Answer:
     text: str
     adapter_version: int | None
     sources: list[dict]
+    strength: float | None = None      # the adapter's strength this answer had (prompts.request_strength)
     first_token_ms: float = 0.0
     tokens_per_s: float = 0.0
 
@@ -261,24 +262,27 @@ class Tailor:
     # --- answers -----------------------------------------------------------------
     def _prepare(self, messages: list[dict], use_adapter: bool | None, scale: float | None, rag: bool | None,
                  k: int | None, max_tokens: int = 256, examples: bool | None = None
-                 ) -> tuple[str, list[dict], int | None]:
+                 ) -> tuple[str, list[dict], int | None, float | None]:
         """The prompt for the last message of a chat: adapter set, retrieval added, and the history trimmed
         (prompts.trim_history) so the prompt leaves ``max_tokens`` of the context for the answer.
         A task request (prompts.parse_task) gets the person's documents as worked examples when ``examples``
         (on by default: the evaluation's best method on both data sets, MODEL_CARD "Worked examples by
-        default") or ``rag`` is on; any other request gets passages only with ``rag``."""
+        default") or ``rag`` is on; any other request gets passages only with ``rag``. The adapter's
+        strength is ``scale`` for a task request and a share of it for anything else (request_strength).
+        Returns (prompt, sources, adapter version or None, the strength applied or None)."""
         use_adapter = self.settings.use_adapter if use_adapter is None else use_adapter
         scale = self.settings.scale if scale is None else scale
         rag = self.settings.rag if rag is None else rag
         examples = self.settings.examples if examples is None else examples
         eng = self.engine
         latest = self.latest_adapter()
-        active = None
+        active, strength = None, None
         if use_adapter and latest is not None:
+            strength = request_strength(messages[-1]["content"], scale)
             if eng.adapter_path is None or str(eng.adapter_path) != latest["path"]:
-                eng.set_adapter(Path(latest["path"]), scale)
-            eng.set_scale(scale)
-            active = latest["version"] if scale != 0 else None
+                eng.set_adapter(Path(latest["path"]), strength)
+            eng.set_scale(strength)
+            active, strength = (latest["version"], strength) if strength != 0 else (None, None)
         else:
             eng.set_scale(0.0)
         k = k or self.settings.rag_k
@@ -291,7 +295,7 @@ class Tailor:
             build = lambda turns: eng.chat_prompt(with_context(turns, [s["text"] for s in sources]))  # noqa: E731
         room = eng.n_ctx - max_tokens
         turns = trim_history(messages, lambda t: len(eng.tokenize(build(t))) <= room)
-        return build(turns), sources, active
+        return build(turns), sources, active, strength
 
     def _examples(self, task: tuple[str, str, str], k: int) -> tuple[list[dict], list[dict]]:
         name, title, text = task
@@ -309,18 +313,22 @@ class Tailor:
 
     def stream(self, messages: list[dict], *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256,
                seed=None, greedy=None, sampling: Sampling | None = None, usage: dict | None = None,
-               examples=None) -> tuple[Iterator[str], list[dict], int | None]:
-        prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k, max_tokens, examples)
+               examples=None) -> tuple[Iterator[str], list[dict], int | None, float | None]:
+        """(answer pieces, sources, adapter version or None, its strength or None) for the last message."""
+        prompt, sources, active, strength = self._prepare(messages, use_adapter, scale, rag, k, max_tokens,
+                                                          examples)
         sampling = sampling or self.sampling(seed, greedy)
-        return self.engine.stream(prompt, max_tokens=max_tokens, sampling=sampling, usage=usage), sources, active
+        return (self.engine.stream(prompt, max_tokens=max_tokens, sampling=sampling, usage=usage), sources, active,
+                strength)
 
     def ask(self, prompt: str, *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256, seed=None,
             greedy=None, sampling: Sampling | None = None, history: list[dict] | None = None,
             examples=None) -> Answer:
         messages = (history or []) + [{"role": "user", "content": prompt}]
-        full_prompt, sources, active = self._prepare(messages, use_adapter, scale, rag, k, max_tokens, examples)
+        full_prompt, sources, active, strength = self._prepare(messages, use_adapter, scale, rag, k, max_tokens,
+                                                               examples)
         g = self.engine.complete(full_prompt, max_tokens=max_tokens, sampling=sampling or self.sampling(seed, greedy))
-        return Answer(g.text, active, sources, round(g.first_token_ms, 1), round(g.tokens_per_s, 1))
+        return Answer(g.text, active, sources, strength, round(g.first_token_ms, 1), round(g.tokens_per_s, 1))
 
     # --- chats -------------------------------------------------------------------
     # The CLI and the UI keep chats through these, never through the store: one place records a turn.

@@ -48,6 +48,19 @@ def parse_task(content: str) -> tuple[str, str, str] | None:
     return None
 
 
+CHAT_STRENGTH = 0.25     # the share of the adapter's strength a request other than the two tasks gets
+
+
+def request_strength(content: str, strength: float) -> float:
+    """The adapter strength a request is answered with: a task request (parse_task) gets the whole strength,
+    anything else CHAT_STRENGTH of it. The adapter is trained on the two tasks only, and at full strength it
+    pulls every other answer toward abstracts and headlines (the base model's own everyday answers become
+    0.32-0.40 nats per token less likely, where issue 11 allows 0.05; at a quarter, 0.027-0.034: MODEL_CARD
+    "Everyday chat"). The cost: a task asked in other words keeps under half of the adapter's gain
+    (scripts/strength_rule.py). One rule for the app, the CLI, the server and the evaluation's chat drift."""
+    return strength if parse_task(content) else strength * CHAT_STRENGTH
+
+
 def task_target(task: str, title: str, text: str) -> str:
     return title if task == "headline" else text
 

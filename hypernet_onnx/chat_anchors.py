@@ -22,6 +22,7 @@ from pathlib import Path
 
 from app.models import DEFAULT_BASE
 from app.paths import assets_dir
+from app.prompts import request_strength
 from app.quality import load_prompts
 
 ANCHORS = "prompts/chat-anchors.jsonl"       # under assets/
@@ -69,12 +70,24 @@ def load(path: Path | None = None) -> list[dict]:
     return rows
 
 
-def chat_nll(engine, anchors: list[dict]) -> list[float]:
-    """Per anchor, the mean NLL per token of the base model's answer under the engine's current adapter and
-    strength (with its end-of-turn token where the base model ended the answer, as the evaluation's task NLLs
-    count it; not after an answer cut at MAX_TOKENS)."""
-    return [engine.nll(engine.tokenize(engine.chat_prompt(messages(a["prompt"]))),
-                       engine.tokenize(a["answer"] + ("<|im_end|>" if a["ended"] else ""))) for a in anchors]
+def chat_nll(engine, anchors: list[dict], app_strength: bool = True) -> list[float]:
+    """Per anchor, the mean NLL per token of the base model's answer under the engine's current adapter (with
+    its end-of-turn token where the base model ended the answer, as the evaluation's task NLLs count it; not
+    after an answer cut at MAX_TOKENS). ``app_strength``: at the strength the app gives that request
+    (prompts.request_strength of the engine's strength: what a person's chat gets); False: at the engine's
+    strength itself (the adapter's own drift, what training has to fix)."""
+    strength = engine.scale
+    out = []
+    try:
+        for a in anchors:
+            if app_strength and engine.adapter_path is not None:
+                engine.set_scale(request_strength(a["prompt"], strength))
+            out.append(engine.nll(engine.tokenize(engine.chat_prompt(messages(a["prompt"]))),
+                                  engine.tokenize(a["answer"] + ("<|im_end|>" if a["ended"] else ""))))
+    finally:
+        if engine.adapter_path is not None and engine.scale != strength:
+            engine.set_scale(strength)
+    return out
 
 
 def encode(tok, template: str, anchor: dict, max_len: int) -> tuple[list[int], int]:

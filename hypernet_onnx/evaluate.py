@@ -8,7 +8,8 @@ Per method and task: ROUGE-1/ROUGE-L of the greedy answer (rouge-score, stemmed)
 mean per-token NLL of the gold answer, and seconds per user to personalize.
 Paired bootstrap 95% CIs (resampling users) for p2p - base, p2p - mt-lora and each method - its shuffled twin.
 And every method's chat drift: the NLL of the base model's own answers to everyday prompts with the method's
-adapter minus without (hypernet_onnx/chat_anchors.py; issue 11 allows +0.05 nats).
+adapter minus without (hypernet_onnx/chat_anchors.py; issue 11 allows +0.05 nats), each anchor at the strength the
+app gives that request (app.prompts.request_strength); ``--chat-full`` scores the adapter at its full strength.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ NLL_MAX_TARGET = 256
 class Evaluator:
     def __init__(self, hypernet_path: Path | None, mt_lora: Path | None, oppu_steps: int, workdir: Path,
                  threads: int | None = None, generate: bool = True, scale: float = 1.0, chat: int | None = None,
-                 tasks: bool = True):
+                 tasks: bool = True, chat_full: bool = False):
         if threads:                          # OPPU's torch training too; llama.cpp and the embedder below
             import torch
             torch.set_num_threads(threads)
@@ -63,6 +64,7 @@ class Evaluator:
         self.scale = scale                     # the hypernetwork adapters' strength (the app's setting), 1 = as trained
         self.anchors = chat_anchors.load()[:chat]            # chat=0: no chat drift; None: every anchor
         self._chat_nll: dict[tuple, list[float]] = {}        # by (adapter, strength): shuffled reuses p2p's
+        self.chat_full = chat_full             # True: chat drift at the full strength, not the app's for chat
         from app.embed import Embedder
         self.embedder = Embedder(threads=threads)
         from rouge_score import rouge_scorer
@@ -119,7 +121,7 @@ class Evaluator:
     def chat_rows(self, method: str, user: str, key: tuple) -> list[dict]:
         """The chat drift's rows (task "chat", one per anchor) for the adapter now set; computed once per adapter."""
         if key not in self._chat_nll:
-            self._chat_nll[key] = chat_anchors.chat_nll(self.engine, self.anchors)
+            self._chat_nll[key] = chat_anchors.chat_nll(self.engine, self.anchors, app_strength=not self.chat_full)
         return [{"method": method, "user": user, "query": i, "task": "chat", "rouge1": None, "rougeL": None,
                  "nll": v, "output": None} for i, v in enumerate(self._chat_nll[key])]
 
@@ -221,8 +223,10 @@ def to_markdown(res: dict, title: str) -> str:
             for t, d in per_task.items():
                 lines.append(f"| {comp} | {t} | {ci(d['rougeL'])} | {ci(d['nll'])} |")
     if res.get("chat"):
-        lines += ["", f"Everyday chat: NLL of the base model's own answers (hypernet_onnx/chat_anchors.py), and the "
-                  f"drift = method - base [95% CI], allowed up to +{chat_anchors.LIMIT}:", "",
+        at = ("the adapter at full strength" if res.get("chat_strength", "full") == "full"
+              else "at the app's strength for each request")
+        lines += ["", f"Everyday chat ({at}): NLL of the base model's own answers (hypernet_onnx/chat_anchors.py), "
+                  f"and the drift = method - base [95% CI], allowed up to +{chat_anchors.LIMIT}:", "",
                   "| method | chat NLL | drift |", "|---|---|---|"]
         for m, v in res["chat"].items():
             lines.append(f"| {m} | {v['nll']:.4f} | {ci(v['drift'])} |")
@@ -260,6 +264,9 @@ def merge(dirs: list[Path | str]) -> tuple[dict, list[dict]]:
     scales = {p.get("scale", 1.0) for p in parts if set(p["methods"]) & HYPERNET_METHODS}
     if len(scales) > 1:
         raise SystemExit(f"cannot merge runs at different adapter strengths: {sorted(scales)}")
+    chat_strength = {p.get("chat_strength", "full") for p in parts if p.get("chat")}   # runs before the rule: full
+    if len(chat_strength) > 1:
+        raise SystemExit(f"cannot merge chat drifts scored at different strengths: {sorted(chat_strength)}")
     keys = [(r["method"], r["user"], r["query"], r["task"]) for r in rows]
     if len(set(keys)) != len(keys):
         raise SystemExit("cannot merge runs that share users for the same method")
@@ -273,7 +280,7 @@ def merge(dirs: list[Path | str]) -> tuple[dict, list[dict]]:
     n = len(users[methods[0]])
     res = summarize(rows, sec, methods, n)
     res.update(data=parts[0]["data"], hypernet=hyper.pop() if hyper else parts[0]["hypernet"],
-               scale=scales.pop() if scales else 1.0,
+               scale=scales.pop() if scales else 1.0, chat_strength=chat_strength.pop() if chat_strength else None,
                wall_s=max(p["wall_s"] for p in parts), merged_from=[str(d) for d in dirs])
     return res, rows
 
@@ -309,6 +316,9 @@ def main(argv=None) -> None:
                     help="score the chat drift on the first N anchors (default: all; 0: none)")
     ap.add_argument("--chat-only", action="store_true",
                     help="score only the chat drift (no task queries): how far each method's adapters move everyday chat")
+    ap.add_argument("--chat-full", action="store_true",
+                    help="score the chat drift with the adapter at full strength (what training must fix) instead of "
+                         "the strength the app gives everyday requests (app.prompts.request_strength)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     if a.merge:
@@ -328,13 +338,14 @@ def main(argv=None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         ev = Evaluator(a.hypernet, a.mt_lora, a.oppu_steps, Path(tmp), a.threads, generate=not a.nll_only,
-                       tasks=not a.chat_only,
-                       scale=a.scale, chat=a.chat)
+                       tasks=not a.chat_only, scale=a.scale, chat=a.chat, chat_full=a.chat_full)
         t0 = time.time()
         res, rows = ev.run(users, methods)
     res["data"] = str(a.data.name)
     res["hypernet"] = ev.hyper.id
     res["scale"] = a.scale
+    if res.get("chat"):
+        res["chat_strength"] = "full" if a.chat_full else "app"
     res["wall_s"] = round(time.time() - t0, 1)
     write_results(a.out, res, rows)
 

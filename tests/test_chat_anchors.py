@@ -5,6 +5,7 @@ import json
 import pytest
 
 from app.models import DEFAULT_BASE
+from app.prompts import CHAT_STRENGTH
 from app.quality import load_prompts
 from hypernet_onnx import chat_anchors
 
@@ -70,9 +71,37 @@ def test_an_adapter_moves_the_chat_nll_and_none_restores_it(engine, hypernet, sp
     assert all(0 < v < 5 for v in base)                 # the base model finds its own answers likely
     eng.set_adapter(write_adapter(hypernet.generate(np.zeros(hypernet.input_dim, np.float32)), tmp_path / "a.gguf",
                                   spec), 1.0)
-    moved = chat_anchors.chat_nll(eng, anchors)
+    moved = chat_anchors.chat_nll(eng, anchors, app_strength=False)      # the adapter itself
     assert moved != base
+    app = chat_anchors.chat_nll(eng, anchors)        # at the strength the app gives these everyday requests
+    assert eng.scale == 1.0                          # ... and the engine's own strength is left as it was
+    eng.set_scale(CHAT_STRENGTH)
+    assert app == pytest.approx(chat_anchors.chat_nll(eng, anchors, app_strength=False), abs=1e-6)
+    assert app != pytest.approx(moved, abs=1e-3)
+    eng.set_scale(1.0)
     with pytest.raises(ValueError, match="detach the adapter"):
         chat_anchors.build(eng, chat_anchors.anchor_prompts())
     eng.set_adapter(None)
     assert chat_anchors.chat_nll(eng, anchors) == pytest.approx(base, abs=1e-6)
+
+
+def test_the_shipped_adapter_leaves_everyday_chat_alone_at_the_apps_strength(tailor, engine):
+    """issue 11's guard on what a person runs: the sample profile's adapter from the shipped hypernetwork, at the
+    default strength, moves the base model's own everyday answers by at most LIMIT nats per token at the strength
+    the app gives those requests (prompts.request_strength). At full strength it moves them more: that is why the
+    rule exists. A new hypernetwork that fixes the drift in training (chat_kl) makes the second assert fail, and
+    CHAT_STRENGTH should then be measured again (MODEL_CARD "Everyday chat")."""
+    from pathlib import Path
+
+    from conftest import SAMPLES
+    tailor._engine = engine
+    tailor.import_paths([SAMPLES / "interpreter-performance", SAMPLES / "packaging"])
+    tailor.adapt()
+    eng = type(engine)(engine.model_path, n_ctx=1024, logits_all=True)
+    anchors = chat_anchors.load()
+    base = sum(chat_anchors.chat_nll(eng, anchors)) / len(anchors)
+    eng.set_adapter(Path(tailor.latest_adapter()["path"]), tailor.settings.scale)
+    app = sum(chat_anchors.chat_nll(eng, anchors)) / len(anchors) - base
+    full = sum(chat_anchors.chat_nll(eng, anchors, app_strength=False)) / len(anchors) - base
+    assert 0 < app <= chat_anchors.LIMIT, f"everyday chat drift {app:+.3f} at the app's strength"
+    assert full > chat_anchors.LIMIT, f"the adapter itself drifts only {full:+.3f}: re-measure CHAT_STRENGTH"

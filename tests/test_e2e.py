@@ -1,4 +1,6 @@
 """The whole real path: sample documents -> embeddings -> hypernetwork -> GGUF LoRA -> llama.cpp answers."""
+import pytest
+
 from app.core import Tailor
 from app.engine import Engine
 from tests.conftest import SAMPLES
@@ -91,7 +93,7 @@ def test_task_requests_get_the_persons_documents_as_examples(tailor, engine):
     tailor._engine = engine
     tailor.import_paths([SAMPLES / "packaging", SAMPLES / "interpreter-performance"])
     request = task_messages("writing", title="A binary package format for Python distributions")[0]["content"]
-    prompt, sources, _ = tailor._prepare([{"role": "user", "content": request}], False, None, True, 2)
+    prompt, sources, *_ = tailor._prepare([{"role": "user", "content": request}], False, None, True, 2)
     assert len(sources) == 2 and len({s["path"] for s in sources}) == 2
     assert any("wheel" in s["path"] for s in sources)
     assert prompt.count("Write the abstract of a paper titled") == 3            # two examples + the request
@@ -99,15 +101,41 @@ def test_task_requests_get_the_persons_documents_as_examples(tailor, engine):
     assert "passages from my own writing" not in prompt
     assert "This PEP describes a built-package format" in prompt               # ... with its own text,
     assert "# The Wheel" not in prompt                                         # its heading (the answer) cut
-    free, free_sources, _ = tailor._prepare([{"role": "user", "content": "What is a wheel?"}], False, None, True, 2)
+    free, free_sources, *_ = tailor._prepare([{"role": "user", "content": "What is a wheel?"}], False, None, True, 2)
     assert "passages from my own writing" in free and free_sources
     answer = tailor.ask(request, use_adapter=False, rag=True, k=2, max_tokens=8)
     assert answer.text and [s["path"] for s in answer.sources] == [s["path"] for s in sources]
     assert tailor.settings.examples and not tailor.settings.rag                     # the defaults
-    default, default_sources, _ = tailor._prepare([{"role": "user", "content": request}], False, None, None, 2)
+    default, default_sources, *_ = tailor._prepare([{"role": "user", "content": request}], False, None, None, 2)
     assert default == prompt and default_sources == sources                         # examples without "Cite"
     assert tailor._prepare([{"role": "user", "content": "What is a wheel?"}], False, None, None, 2)[1] == []
-    plain, none, _ = tailor._prepare([{"role": "user", "content": request}], False, None, False, 2, examples=False)
+    plain, none, *_ = tailor._prepare([{"role": "user", "content": request}], False, None, False, 2, examples=False)
     assert none == [] and plain.count("Write the abstract of a paper titled") == 1   # the request alone
     tailor.settings.examples = False
     assert tailor.ask(request, use_adapter=False, k=2, max_tokens=8).sources == []
+
+
+def test_everyday_requests_get_a_share_of_the_adapters_strength(tailor, engine):
+    """The adapter is trained on the two tasks: a task request gets the whole strength, anything else
+    prompts.CHAT_STRENGTH of it (its everyday-chat drift, MODEL_CARD); the answer says which it had."""
+    from app.prompts import CHAT_STRENGTH, task_messages
+    tailor._engine = engine
+    tailor.import_paths([SAMPLES / "packaging"])
+    version = tailor.adapt(load=True).version
+    request = task_messages("writing", title="A binary package format for Python distributions")[0]["content"]
+    everyday = [{"role": "user", "content": "What should I cook tonight?"}]
+    *_, active, strength = tailor._prepare([{"role": "user", "content": request}], True, 0.8, False, 2)
+    assert (active, strength) == (version, 0.8) and engine.scale == 0.8
+    *_, active, strength = tailor._prepare(everyday, True, 0.8, False, 2)
+    assert active == version and strength == engine.scale == pytest.approx(0.8 * CHAT_STRENGTH)
+    assert 0 < CHAT_STRENGTH < 1
+    # a follow-up to a task request is an everyday request: the rule reads the newest message only
+    *_, strength = tailor._prepare([{"role": "user", "content": request}, {"role": "assistant", "content": "x"},
+                                    *everyday], True, 1.0, False, 2)
+    assert strength == pytest.approx(CHAT_STRENGTH)
+    ans = tailor.ask("What should I cook tonight?", max_tokens=4)
+    assert (ans.adapter_version, ans.strength) == (version, pytest.approx(tailor.settings.scale * CHAT_STRENGTH))
+    assert tailor.ask(request, max_tokens=4, examples=False).strength == tailor.settings.scale
+    off = tailor.ask("What should I cook tonight?", use_adapter=False, max_tokens=4)
+    assert (off.adapter_version, off.strength, engine.scale) == (None, None, 0.0)
+    assert tailor.ask("Hi", scale=0, max_tokens=4).strength is None

@@ -227,3 +227,19 @@ def test_chat_only_scores_the_same_chat_drift_without_the_tasks(data_file, full_
     assert res["chat"]["p2p"]["drift"]["diff"] != 0
     with pytest.raises(SystemExit):
         E.main(["--data", str(data_file), "--methods", "p2p", "--chat-only", "--chat", "0", "--out", str(tmp_path)])
+
+
+def test_chat_drift_is_scored_at_the_apps_strength_unless_asked_for_the_full_one(data_file, tmp_path):
+    """The anchors are everyday requests, so by default each is scored at the strength the app gives it
+    (prompts.request_strength: a share of the setting); --chat-full scores the adapter itself. The two are
+    labelled in the results and never merged into one table."""
+    E.main(["--data", str(data_file), "--users", "1", "--methods", "base,p2p", "--chat-only", "--chat", "2",
+            "--out", str(tmp_path / "app")])
+    E.main(["--data", str(data_file), "--users", "1", "--methods", "p2p", "--chat-only", "--chat", "2", "--chat-full",
+            "--out", str(tmp_path / "full")])
+    app, full = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("app", "full"))
+    assert (app["chat_strength"], full["chat_strength"]) == ("app", "full")
+    assert full["chat"]["p2p"]["nll"] > app["chat"]["p2p"]["nll"] > app["chat"]["base"]["nll"]
+    assert "at the app's strength" in (tmp_path / "app" / "results.md").read_text()
+    with pytest.raises(SystemExit, match="different strengths"):
+        E.main(["--merge", f"{tmp_path / 'app'}:base", str(tmp_path / "full"), "--out", str(tmp_path / "bad")])

@@ -23,6 +23,8 @@ from PySide6.QtWidgets import QAbstractButton, QCheckBox, QLineEdit, QPlainTextE
 
 from conftest import SAMPLES  # noqa: E402
 
+from app.prompts import CHAT_STRENGTH  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 STEP_MS = 120_000
@@ -112,6 +114,8 @@ def test_import_adapt_chat_compare_end_to_end(window, qtbot):
     shown = window.chat.widgets[-1]
     assert shown.role == "assistant" and shown.text() == out["text"]
     assert "adapter v1" in shown.meta.text()
+    assert out["strength"] == window.strength.value() / 100 * CHAT_STRENGTH     # an everyday request (a task
+    assert f"strength {out['strength']:.2f}" in shown.meta.text()                # request gets the whole)
     assert window.chat.chat_list.count() == 1             # persisted as a chat
     assert window.chat.regen_btn.isEnabled()
 
@@ -123,6 +127,7 @@ def test_import_adapt_chat_compare_end_to_end(window, qtbot):
     assert base["text"] and personal["text"] and base["text"] != personal["text"]
     assert window.compare.base.text.toPlainText() == base["text"]
     assert window.compare.personal.text.toPlainText() == personal["text"]
+    assert f"strength {personal['strength']:.2f}" in window.compare.personal.info.text()
     window.tabs.setCurrentWidget(window.chat)
 
 

@@ -365,11 +365,10 @@ class ChatView(QWidget):
         self._set_generating(True)
         self.status.setText("Loading the model…" if not self.runner.engine else "Answering…")
         emit(self.answerStarted)
-        scale = opts["scale"]
 
         def progress(p):
             if p["kind"] == "start":
-                w.set_meta(adapter_badge(p["adapter_version"], scale if p["adapter_version"] else None))
+                w.set_meta(adapter_badge(p["adapter_version"], p["strength"]))
                 self.status.setText("Answering…")
             else:
                 w.append(p["text"])

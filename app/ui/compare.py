@@ -145,7 +145,7 @@ class CompareView(QWidget):
                     continue
                 pane.text.setPlainText(r["text"])
                 pane.info.setText(f"{r['tokens']} tokens · {r['tokens_per_s']:.1f} tokens/s"
-                                  + (f" · strength {scale:.2f}" if side == "personal" and r["adapter_version"]
+                                  + (f" · strength {r['strength']:.2f}" if side == "personal" and r["adapter_version"]
                                      else "") + (" · stopped" if r["stopped"] else ""))
             if out.get("personal") and out["personal"]["adapter_version"] is None:
                 self.personal.info.setText("No adapter yet: import documents first, so this is the base model.")

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QHBoxLayout, QInput
                                QPushButton, QSizePolicy, QSlider, QSplitter, QStackedWidget, QTabWidget, QToolBar,
                                QVBoxLayout, QWidget)
 
+from ..prompts import CHAT_STRENGTH
 from . import jobs
 from .chat import ChatView
 from .compare import CompareView
@@ -158,7 +159,9 @@ class MainWindow(QMainWindow):
         self.strength.setPageStep(25)
         self.strength.setFixedWidth(160)
         self.strength.setAccessibleName("Personalization strength")
-        self.strength.setToolTip("Adapter scale: 0 is the base model, 1 as trained, 2 exaggerated")
+        self.strength.setToolTip("Adapter scale: 0 is the base model, 1 as trained, 2 exaggerated. Title and "
+                                 "abstract requests get all of it, anything else "
+                                 f"{CHAT_STRENGTH:.0%} (it pulls everyday chat toward its two tasks)")
         tb.addWidget(self.strength)
         self.strength_value = QLabel("1.00")
         self.strength_value.setMinimumWidth(36)
