@@ -70,6 +70,7 @@ def test_quality_command_measures_both_sides_through_the_app(home, tmp_path):
     import json
     from click.testing import CliRunner
     from app.cli import cli
+    from app.prompts import CHAT_STRENGTH
     from tests.conftest import SAMPLES
 
     def run(*args):
@@ -89,6 +90,7 @@ def test_quality_command_measures_both_sides_through_the_app(home, tmp_path):
                                                     ("personalized", "b")]
     assert all(r["text"] and r["looped"] == looped(r["text"]) for r in rows)
     assert [r["adapter_version"] for r in rows] == [None, None, 1, 1]
+    assert [r["strength"] for r in rows] == [None, None, CHAT_STRENGTH, 1.0]     # everyday vs task request
     again = json.loads(run("quality", "--prompts", str(prompts), "--max-tokens", "12"))
     assert again["summary"] == res["summary"]                                      # fixed seeds: reproducible
     greedy = json.loads(run("quality", "--prompts", str(prompts), "--max-tokens", "12", "--greedy",
