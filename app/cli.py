@@ -16,6 +16,8 @@ from .offline import force_offline  # noqa: E402
 
 force_offline()     # set, not defaulted: nothing in Tailor goes online (app/offline.py)
 
+from .prompts import CHAT_STRENGTH  # noqa: E402
+
 
 def _emit(ctx, data, human) -> None:
     if ctx.obj["json"]:
@@ -163,7 +165,9 @@ def adapt(ctx):
 
 def _answer_opts(f):
     f = click.option("--no-adapter", is_flag=True, help="answer with the base model")(f)
-    f = click.option("--scale", type=float, default=None, help="adapter strength (0 = off, 1 = as trained)")(f)
+    f = click.option("--scale", type=float, default=None,
+                     help="adapter strength (0 = off, 1 = as trained) of a title/abstract task request; any other "
+                          f"request gets {CHAT_STRENGTH:.0%} of it")(f)
     f = click.option("--rag/--no-rag", default=None,
                      help="put the top-k matching passages in the prompt and list them as sources")(f)
     f = click.option("--examples/--no-examples", default=None,
