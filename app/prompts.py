@@ -28,16 +28,28 @@ def task_messages(task: str, title: str = "", text: str = "") -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
+REPLY_ONLY = re.compile(r" Reply with the \w+ only\.")     # the templates' format instruction
+
+
 def _pattern(template: str, field: str) -> re.Pattern:
+    """The template word for word; its format instruction (" Reply with the title only.") may be left out,
+    as a person asking for a title or an abstract often does."""
+    def words(part: str) -> str:
+        out, at = "", 0
+        for m in REPLY_ONLY.finditer(part):
+            out += re.escape(part[at:m.start()]) + "(?:" + re.escape(m.group()) + ")?"
+            at = m.end()
+        return out + re.escape(part[at:])
     head, _, tail = template.partition("{" + field + "}")
-    return re.compile(re.escape(head) + "(?P<x>.+?)" + re.escape(tail) + r"\s*$", re.S)
+    return re.compile(words(head) + "(?P<x>.+?)" + words(tail) + r"\s*$", re.S)
 
 
 _PARSE = {"headline": (_pattern(HEADLINE, "text"), "text"), "writing": (_pattern(WRITING, "title"), "title")}
 
 
 def parse_task(content: str) -> tuple[str, str, str] | None:
-    """(task, title, text) when a request is one of the two task prompts, word for word; None otherwise.
+    """(task, title, text) when a request is one of the two task prompts, word for word (the format
+    instruction optional); None otherwise.
     The app answers these with retrieval as few-shot examples, the form the evaluation found to help."""
     content = content.strip()
     for task, (pattern, field) in _PARSE.items():

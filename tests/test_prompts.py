@@ -8,6 +8,9 @@ def test_task_requests_are_recognised_word_for_word():
     title = 'Faster "attribute" lookup'
     assert parse_task(task_messages("writing", title=title)[0]["content"]) == ("writing", title, "")
     assert parse_task("  " + task_messages("writing", title=title)[0]["content"] + "\n") == ("writing", title, "")
+    # the format instruction may be left out, as people do; the request is the same
+    assert parse_task(f'Write the abstract of a paper titled "{title}".') == ("writing", title, "")
+    assert parse_task("Write a short title for this paper abstract.\n\n" + abstract) == ("headline", "", abstract)
 
 
 def test_other_requests_are_not_tasks():
@@ -16,6 +19,8 @@ def test_other_requests_are_not_tasks():
     assert parse_task(task_messages("writing", title="X")[0]["content"] + " In French.") is None
     assert parse_task(task_messages("writing", title=" ")[0]["content"]) is None
     assert parse_task(task_messages("headline", text="")[0]["content"]) is None
+    assert parse_task('Write the abstract of a paper titled "X". Reply with the title only.') is None
+    assert parse_task('Write the abstract of a paper titled "X". Reply with it only.') is None
 
 
 def test_trim_history_keeps_the_newest_turns_that_fit():
