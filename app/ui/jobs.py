@@ -154,7 +154,8 @@ def _run_stream(t, runner, messages, opts, stop: threading.Event, report, side: 
     end = time.perf_counter()
     n = len(parts)
     return {"text": "".join(parts).strip(), "sources": _short_sources(sources), "adapter_version": active,
-            "strength": strength, "stopped": stop.is_set(), "tokens": n, "first_token_ms": round(((first or end) - t0) * 1000, 1),
+            "strength": strength, "stopped": stop.is_set(), "tokens": n,
+            "first_token_ms": round(((first or end) - t0) * 1000, 1),
             "tokens_per_s": round((n - 1) / (end - first), 1) if first and n > 1 and end > first else 0.0}
 
 
