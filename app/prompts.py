@@ -44,7 +44,8 @@ def _pattern(template: str, field: str) -> re.Pattern:
     return re.compile(words(head) + "(?P<x>.+?)" + words(tail) + r"\s*$", re.S)
 
 
-_PARSE = {"headline": (_pattern(HEADLINE, "text"), "text"), "writing": (_pattern(WRITING, "title"), "title")}
+_FIELDS = {"headline": (HEADLINE, "text"), "writing": (WRITING, "title")}     # each template's one field
+_PARSE = {task: (_pattern(template, field), field) for task, (template, field) in _FIELDS.items()}
 
 
 def parse_task(content: str) -> tuple[str, str, str] | None:
@@ -58,6 +59,17 @@ def parse_task(content: str) -> tuple[str, str, str] | None:
         if x:
             return (task, "", x) if field == "text" else (task, x, "")
     return None
+
+
+def task_request(task: str) -> tuple[str, str]:
+    """The task prompt around its one field, as (before, after). The chat's task menu puts a person's abstract
+    (or title) between them, so the request is the trained one word for word (parse_task) and gets the whole
+    strength and the worked examples without the person having to know the wording."""
+    if task not in _FIELDS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    template, field = _FIELDS[task]
+    before, _, after = template.partition("{" + field + "}")
+    return before, after
 
 
 CHAT_STRENGTH = 0.25     # the share of the adapter's strength a request other than the two tasks gets

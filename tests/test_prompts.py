@@ -1,5 +1,7 @@
 """The task prompts: one source for training, evaluation and the app; the app recognises them word for word."""
-from app.prompts import parse_task, task_messages
+import pytest
+
+from app.prompts import TASKS, parse_task, task_messages, task_request
 
 
 def test_task_requests_are_recognised_word_for_word():
@@ -21,6 +23,17 @@ def test_other_requests_are_not_tasks():
     assert parse_task(task_messages("headline", text="")[0]["content"]) is None
     assert parse_task('Write the abstract of a paper titled "X". Reply with the title only.') is None
     assert parse_task('Write the abstract of a paper titled "X". Reply with it only.') is None
+
+
+def test_a_task_request_built_around_a_field_is_the_trained_one():
+    """What the chat's task menu writes around an abstract or a title is the training prompt, word for word."""
+    for task, x in (("headline", "We cache lookups.\n\nTwo paragraphs."), ("writing", "Faster lookups")):
+        before, after = task_request(task)
+        assert before + x + after == task_messages(task, title=x, text=x)[0]["content"]
+        assert parse_task(before + x + after)[0] == task
+    assert {t for t in TASKS if task_request(t)[0]} == set(TASKS)
+    with pytest.raises(ValueError, match="unknown task"):
+        task_request("summary")
 
 
 def test_trim_history_keeps_the_newest_turns_that_fit():

@@ -131,6 +131,30 @@ def test_import_adapt_chat_compare_end_to_end(window, qtbot):
     window.tabs.setCurrentWidget(window.chat)
 
 
+def test_the_task_menu_asks_as_trained_and_gets_the_whole_strength(window, qtbot):
+    """A person pastes an abstract and picks "Title for this abstract": the box holds the trained request around
+    it (cursor after it), and the answer gets the slider's whole strength and worked examples as sources."""
+    from app.prompts import parse_task
+    abstract = "We speed up Python function calls by caching method lookups per call site. 🚀"
+    window.chat.input.setPlainText(abstract)
+    actions = window.chat.task_btn.menu().actions()
+    assert [a.text() for a in actions] == ["Title for this abstract", "Abstract for this title"]
+    actions[1].trigger()                                  # the wrong one first: the text moves over
+    actions[0].trigger()
+    typed = window.chat.input.toPlainText()
+    assert parse_task(typed) == ("headline", "", abstract)
+    assert window.chat.input.textCursor().position() == len(typed.encode("utf-16-le")) // 2
+    with qtbot.waitSignal(window.chat.answerFinished, timeout=STEP_MS) as answered:
+        window.send_current()
+    out = answered.args[0]
+    assert out["strength"] == window.strength.value() / 100
+    assert out["sources"], "a task request is answered after the person's nearest titled documents"
+    window.chat.input.clear()
+    actions[1].trigger()                                  # an empty box: the cursor waits inside the quotes
+    typed = window.chat.input.toPlainText()
+    assert typed[window.chat.input.textCursor().position():].startswith('". Reply with the abstract only.')
+
+
 def test_keyboard_copy_and_sources(window, qtbot):
     """Ctrl+Enter sends and Esc stops (window shortcuts); Copy puts the answer on the clipboard; with
     retrieval on the answer names its sources."""

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWi
                                QPushButton, QScrollArea, QSizePolicy, QSplitter, QTextEdit, QToolButton, QVBoxLayout,
                                QWidget)
 
+from ..prompts import parse_task, task_request
 from . import jobs
 from .qt import emit
 from .worker import Cancel, Runner
@@ -236,6 +237,17 @@ class ChatView(QWidget):
         self.status.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.status.setAccessibleName("Answer status")
         row.addWidget(self.status, 1)
+        self.task_btn = QToolButton()
+        self.task_btn.setText("Task")
+        self.task_btn.setAccessibleName("Ask for a title or an abstract")
+        self.task_btn.setToolTip("Write the request the adapter was trained on around what is in the box: it gets "
+                                 "the whole strength and your nearest documents as worked examples")
+        self.task_btn.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        tasks = QMenu(self.task_btn)
+        tasks.addAction("Title for this abstract", lambda: self.start_task("headline"))
+        tasks.addAction("Abstract for this title", lambda: self.start_task("writing"))
+        self.task_btn.setMenu(tasks)
+        row.addWidget(self.task_btn)
         self.regen_btn = QPushButton("Regenerate")
         self.regen_btn.setAccessibleName("Regenerate the last answer")
         self.regen_btn.clicked.connect(self.regenerate)
@@ -255,6 +267,21 @@ class ChatView(QWidget):
         split.setStretchFactor(1, 1)
         split.setSizes([170, 600])
         self._set_generating(False)
+
+    def start_task(self, task: str) -> None:
+        """Puts what is in the box (an abstract, a title; or an earlier task request's) into the task's
+        request, word for word as trained, with the cursor where the person goes on typing. Only that
+        wording gets the whole strength and the worked examples (app.prompts.request_strength)."""
+        before, after = task_request(task)
+        typed = self.input.toPlainText().strip()
+        asked = parse_task(typed)
+        if asked:
+            typed = asked[2] or asked[1]
+        self.input.setPlainText(before + typed + after)
+        cursor = self.input.textCursor()
+        cursor.setPosition(len((before + typed).encode("utf-16-le")) // 2)     # Qt counts UTF-16 units
+        self.input.setTextCursor(cursor)
+        self.input.setFocus()
 
     def _stick_to_bottom(self, _lo, hi) -> None:
         if self._current is not None:
