@@ -3,10 +3,12 @@
     python -m hypernet_onnx.evaluate --data ../shared/data/mlpapers-dev.jsonl.gz --users 30 --out runs/eval-dev
 
 Methods: base, rag, p2p, p2p+rag, p2p-shuffled, mt-lora, oppu (see MODEL_CARD.md), and rag-shuffled,
-p2p+rag-shuffled: rag / p2p+rag with the next user's retrieved items (and adapter) instead of the person's own.
+p2p+rag-shuffled: rag / p2p+rag with the next user's retrieved items (and adapter) instead of the person's own;
+mt-lora+rag: the shared LoRA shown the person's own items, the fair control for p2p+rag (what a person runs).
 Per method and task: ROUGE-1/ROUGE-L of the greedy answer (rouge-score, stemmed),
 mean per-token NLL of the gold answer, and seconds per user to personalize.
-Paired bootstrap 95% CIs (resampling users) for p2p - base, p2p - mt-lora and each method - its shuffled twin.
+Paired bootstrap 95% CIs (resampling users) for p2p - base, p2p - mt-lora, p2p+rag - mt-lora+rag and each
+method - its shuffled twin.
 And every method's chat drift: the NLL of the base model's own answers to everyday prompts with the method's
 adapter minus without (hypernet_onnx/chat_anchors.py; issue 11 allows +0.05 nats), each anchor at the strength the
 app gives that request (app.prompts.request_strength); ``--chat-full`` scores the adapter at its full strength.
@@ -14,6 +16,7 @@ app gives that request (app.prompts.request_strength); ``--chat-full`` scores th
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import tempfile
@@ -36,7 +39,9 @@ from hypernet_onnx.rag_data import RAG_K, person_store
 from hypernet_onnx.stats import paired_bootstrap
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ALL_METHODS = ["base", "rag", "p2p", "p2p+rag", "p2p-shuffled", "mt-lora", "oppu", "rag-shuffled", "p2p+rag-shuffled"]
+ALL_METHODS = ["base", "rag", "p2p", "p2p+rag", "p2p-shuffled", "mt-lora", "oppu", "rag-shuffled", "p2p+rag-shuffled",
+               "mt-lora+rag"]
+MT_LORA_METHODS = {"mt-lora", "mt-lora+rag"}
 HYPERNET_METHODS = {"p2p", "p2p+rag", "p2p-shuffled", "p2p+rag-shuffled"}
 # each "-shuffled" method is its method with everything personal taken from the NEXT user (adapter and/or
 # retrieved items): own - shuffled is how much of the method's gain needs this person's own documents
@@ -148,8 +153,8 @@ class Evaluator:
                 adapter, t_pers = None, 0.0
                 if m in ("p2p", "p2p+rag", "p2p-shuffled", "p2p+rag-shuffled"):
                     adapter, t_pers = src["p2p"], p["t_p2p"]
-                elif m == "mt-lora":
-                    adapter = self.mt_lora
+                elif m in MT_LORA_METHODS:
+                    adapter, t_pers = self.mt_lora, (p["t_rag"] if "rag" in m else 0.0)
                 elif m == "oppu":
                     adapter, t_pers = self.oppu_adapter(u)
                     t_pers += p["t_rag"]
@@ -180,7 +185,7 @@ def summarize(rows: list[dict], sec: dict, methods: list[str], n_users: int) -> 
                                  for k in ("rouge1", "rougeL", "nll")} for t in TASKS}
         res["methods"][m]["sec_per_user"] = float(np.mean(sec[m])) if sec[m] else 0.0
     scored = {r["method"] for r in rows if r["task"] in TASKS}
-    for a, b in [("p2p", "base"), ("p2p", "mt-lora")] + PERSON_PAIRS:
+    for a, b in [("p2p", "base"), ("p2p", "mt-lora"), ("p2p+rag", "mt-lora+rag")] + PERSON_PAIRS:
         if a in scored and b in scored:
             res["ci"][f"{a} - {b}"] = {t: {k: None if any(r[k] is None for r in rows
                                                           if r["method"] in (a, b) and r["task"] == t)
@@ -261,6 +266,9 @@ def merge(dirs: list[Path | str]) -> tuple[dict, list[dict]]:
     hyper = {p["hypernet"] for p in parts if set(p["methods"]) & HYPERNET_METHODS}
     if len(hyper) > 1:
         raise SystemExit(f"cannot merge runs with different hypernetworks: {sorted(hyper)}")
+    shared = {p.get("mt_lora") for p in parts if set(p["methods"]) & MT_LORA_METHODS}
+    if len(shared) > 1:
+        raise SystemExit(f"cannot merge runs with different mt-lora adapters: {sorted(map(str, shared))}")
     scales = {p.get("scale", 1.0) for p in parts if set(p["methods"]) & HYPERNET_METHODS}
     if len(scales) > 1:
         raise SystemExit(f"cannot merge runs at different adapter strengths: {sorted(scales)}")
@@ -280,6 +288,7 @@ def merge(dirs: list[Path | str]) -> tuple[dict, list[dict]]:
     n = len(users[methods[0]])
     res = summarize(rows, sec, methods, n)
     res.update(data=parts[0]["data"], hypernet=hyper.pop() if hyper else parts[0]["hypernet"],
+               mt_lora=shared.pop() if shared else None,
                scale=scales.pop() if scales else 1.0, chat_strength=chat_strength.pop() if chat_strength else None,
                wall_s=max(p["wall_s"] for p in parts), merged_from=[str(d) for d in dirs])
     return res, rows
@@ -330,8 +339,8 @@ def main(argv=None) -> None:
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
         ap.error(f"unknown methods {sorted(unknown)}")
-    if "mt-lora" in methods and a.mt_lora is None:
-        ap.error("--methods mt-lora needs --mt-lora ADAPTER.gguf (python -m hypernet_onnx.mt_lora)")
+    if set(methods) & MT_LORA_METHODS and a.mt_lora is None:
+        ap.error("--methods mt-lora / mt-lora+rag need --mt-lora ADAPTER.gguf (python -m hypernet_onnx.mt_lora)")
     if a.chat_only and a.chat == 0:
         ap.error("--chat-only scores the chat anchors: --chat 0 leaves nothing to score")
     users = D.load_users(a.data, None if a.users is None else a.skip + a.users)[a.skip:]
@@ -343,6 +352,8 @@ def main(argv=None) -> None:
         res, rows = ev.run(users, methods)
     res["data"] = str(a.data.name)
     res["hypernet"] = ev.hyper.id
+    if set(methods) & MT_LORA_METHODS:        # which shared LoRA, so merged runs cannot mix two
+        res["mt_lora"] = f"{a.mt_lora.name} sha256:{hashlib.sha256(a.mt_lora.read_bytes()).hexdigest()[:16]}"
     res["scale"] = a.scale
     if res.get("chat"):
         res["chat_strength"] = "full" if a.chat_full else "app"

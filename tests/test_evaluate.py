@@ -52,7 +52,9 @@ def test_evaluate_every_method(full_run, data_file):
     assert ms["p2p"]["writing"]["nll"] != ms["p2p-shuffled"]["writing"]["nll"]
     assert ms["oppu"]["sec_per_user"] > ms["p2p"]["sec_per_user"] > 0
     assert set(res["ci"]) == {"p2p - base", "p2p - mt-lora",       # mt-lora: the fair control
+                              "p2p+rag - mt-lora+rag",             # ... and with the person's examples
                               "p2p - p2p-shuffled", "rag - rag-shuffled", "p2p+rag - p2p+rag-shuffled"}
+    assert res["mt_lora"].startswith("mt.gguf sha256:")
     for t in ("headline", "writing"):
         own, shuf, base = (ms[m][t]["nll"] for m in ("p2p", "p2p-shuffled", "base"))
         assert res["person_share"][t] == (None if base <= own else pytest.approx((shuf - own) / (base - own)))
@@ -70,6 +72,9 @@ def test_evaluate_every_method(full_run, data_file):
         shown = set(r["examples"])
         if "rag" not in r["method"]:
             assert not shown
+        elif r["method"] == "mt-lora+rag":              # the shared LoRA with the person's own items
+            assert shown == set(next(x["examples"] for x in rows if (x["method"], x["user"], x["task"], x["query"])
+                                     == ("p2p+rag", r["user"], r["task"], r["query"])))
         else:
             assert shown and shown <= titles[other if r["method"].endswith("-shuffled") else r["user"]], r["method"]
     # chat drift: the base model's own answers scored under each method's adapter, against no adapter
@@ -80,6 +85,7 @@ def test_evaluate_every_method(full_run, data_file):
     assert chat[("p2p-shuffled", users[0])] == chat[("p2p", users[1])]       # the other user's adapter, same NLLs
     assert chat[("p2p+rag-shuffled", users[0])] == chat[("p2p", users[1])]
     assert chat[("p2p", users[0])] != chat[("p2p", users[1])]
+    assert chat[("mt-lora+rag", users[0])] == chat[("mt-lora", users[1])]      # one shared adapter for all
     assert res["chat"]["oppu"]["nll"] == pytest.approx(np.mean(chat[("oppu", users[0])] + chat[("oppu", users[1])]))
     assert "Everyday chat" in (out / "results.md").read_text()
     assert "| p2p |" in (out / "results.md").read_text()
@@ -119,6 +125,20 @@ def test_shards_merge_into_the_same_numbers(data_file, full_run, tmp_path):
     # a method that covers other people than the rest would make a table row about someone else
     with pytest.raises(SystemExit, match="different users"):
         E.main(["--merge", str(tmp_path / "shard0"), str(tmp_path / "shuf"), "--out", str(tmp_path / "bad2")])
+
+
+def test_runs_with_different_shared_loras_do_not_merge(data_file, full_run, tmp_path, hypernet, spec):
+    """mt-lora is the fair control only if every row used the same shared LoRA."""
+    from app.lora_gguf import write_adapter
+    other = write_adapter(hypernet.generate(np.ones(hypernet.input_dim, np.float32)), tmp_path / "other.gguf", spec)
+    E.main(["--data", str(data_file), "--skip", "1", "--methods", "mt-lora+rag", "--mt-lora", str(other),
+            "--nll-only", "--chat", "0", "--out", str(tmp_path / "other")])
+    E.main(["--data", str(data_file), "--users", "1", "--methods", "mt-lora+rag", "--mt-lora", str(other),
+            "--nll-only", "--chat", "0", "--out", str(tmp_path / "other0")])
+    E.main(["--merge", str(tmp_path / "other0"), str(tmp_path / "other"), "--out", str(tmp_path / "both")])
+    assert json.loads((tmp_path / "both" / "results.json").read_text())["mt_lora"].startswith("other.gguf sha256:")
+    with pytest.raises(SystemExit, match="different mt-lora adapters"):
+        E.main(["--merge", f"{full_run}:mt-lora+rag", str(tmp_path / "other"), "--out", str(tmp_path / "bad")])
 
 
 def test_paired_bootstrap():
