@@ -64,8 +64,13 @@ def choose_data_dir(path: Path | None) -> None:
 
 def data_dir() -> Path:
     home = os.environ.get("TAILOR_HOME")
-    path = Path(home).expanduser() if home else (chosen_data_dir()
-                                                 or Path(platformdirs.user_data_dir("tailor", appauthor=False)))
+    chosen = None if home else chosen_data_dir()
+    path = Path(home).expanduser() if home else (chosen or Path(platformdirs.user_data_dir("tailor", appauthor=False)))
+    if path.exists() and not path.is_dir():     # mkdir's bare "[Errno 17] File exists" does not say what to do
+        source = ("TAILOR_HOME" if home else f"the data-directory setting {config_dir() / DATA_DIR_FILE}" if chosen
+                  else "the platform's data folder")
+        raise NotADirectoryError(f"the data folder {path} (from {source}) is a file, not a folder: "
+                                 "point it at a folder, or move the file away")
     return ensure_private_dir(path)
 
 

@@ -151,7 +151,7 @@ class Evaluator:
                 p = prepared[u["user"]]
                 src = prepared[shuffled[u["user"]]] if m.endswith("-shuffled") else p   # whose adapter and items
                 adapter, t_pers = None, 0.0
-                if m in ("p2p", "p2p+rag", "p2p-shuffled", "p2p+rag-shuffled"):
+                if m in HYPERNET_METHODS:
                     adapter, t_pers = src["p2p"], p["t_p2p"]
                 elif m in MT_LORA_METHODS:
                     adapter, t_pers = self.mt_lora, (p["t_rag"] if "rag" in m else 0.0)

@@ -39,7 +39,7 @@ def metadata(st: dict) -> HypernetMeta:
     cfg = HyperConfig.from_dict(st["hyper_config"])
     hc = cfg.to_dict()
     rank = cfg.out_rank          # a residual design emits its shared LoRA and its residual side by side
-    alpha = cfg.alpha * rank / cfg.rank     # so llama.cpp's scale alpha / rank stays the one trained with
+    alpha = cfg.out_alpha
     log = st.get("log") or [{}]
     best = min((r for r in log if "dev" in r), key=lambda r: r["dev"], default={})
     return HypernetMeta(

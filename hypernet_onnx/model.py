@@ -52,6 +52,12 @@ class HyperConfig:
         """The rank of the emitted adapter: the shared part's and the residual's, side by side."""
         return self.shared_rank + self.rank
 
+    @property
+    def out_alpha(self) -> float:
+        """The alpha to write beside the emitted rank-``out_rank`` adapter, so that llama.cpp's alpha / rank is
+        the scale it was trained with (alpha / ``rank``)."""
+        return self.alpha * self.out_rank / self.rank
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["modules"] = list(self.modules)

@@ -27,7 +27,7 @@ def main(argv=None) -> None:
         out = hyper(torch.zeros(1, hyper.cfg.input_dim))
     weights = {(l, m): (a_[0, l].numpy(), b_[0, l].numpy()) for m, (a_, b_) in out.items()
                for l in range(hyper.cfg.n_layers)}
-    adapter = LoraAdapter(weights, hyper.cfg.alpha, {"hypernet_id": f"mt-lora-s{st['step']}"})
+    adapter = LoraAdapter(weights, hyper.cfg.out_alpha, {"hypernet_id": f"mt-lora-s{st['step']}"})
     print(write_adapter(adapter, a.out, read_base_spec(default_base_model_path())))
 
 

@@ -69,6 +69,7 @@ class TrainConfig:
     margin: float = 0.05
     standardize: bool = False        # z-score profile vectors with the training authors' mean/std
     shared_from: str = ""            # an mt-lora checkpoint: emit a residual over its LoRA (model.py, issue 11)
+    shared_frozen: bool = True       # with shared_from: keep its LoRA fixed (False: train it on at shared_lr)
     shared_rank: int = 0             # > 0 (without shared_from): a plain shared LoRA of this rank, trained jointly
     shared_lr: float = 0.0           # peak lr of the shared LoRA's parameters (0: lr)
     loo: bool = False                # add leave-one-out examples (every profile item, the rest as its profile)
@@ -137,7 +138,7 @@ class Trainer:
         self.hcfg = hyper_config(cfg, self.spec, shared_rank=shared_rank)
         self.hyper = HyperNet(self.hcfg)
         if shared:
-            self.hyper.set_shared(shared, frozen=True)
+            self.hyper.set_shared(shared, frozen=cfg.shared_frozen)
         self.wrappers = attach_lora(self.model, tuple(cfg.modules))
 
         data = C.prepare(cfg, data_dir, self.spec.tokenizer_sha, self.template, self._encode, save=self.main)
@@ -161,7 +162,7 @@ class Trainer:
         self.distill_seen: list[float] = []     # the rag_distill KL of each step, for the log
         shared_ids = {id(p) for p in self.hyper.shared_parameters()}
         groups = [{"params": [p for p in self.hyper.parameters() if id(p) not in shared_ids], "lr_mult": 1.0}]
-        if self.hyper.shared_parameters() and not shared:
+        if self.hyper.shared_parameters() and not (shared and cfg.shared_frozen):
             groups.append({"params": self.hyper.shared_parameters(), "lr_mult": (cfg.shared_lr or cfg.lr) / cfg.lr})
         groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
         opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -110,6 +110,23 @@ def test_a_damaged_data_dir_setting_is_a_clear_error(tmp_path, monkeypatch):
         data_dir()
 
 
+def test_a_data_folder_that_is_a_file_is_a_clear_error_naming_its_source(tmp_path, monkeypatch):
+    """TAILOR_HOME (or the Settings choice) naming a file got mkdir's bare "[Errno 17] File exists"."""
+    from app.paths import choose_data_dir
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("kept")
+    monkeypatch.setenv("TAILOR_HOME", str(a_file))
+    r = CliRunner().invoke(cli, ["info"], obj={})
+    assert r.exit_code == 1 and "Errno" not in r.output, r.output
+    assert f"the data folder {a_file} (from TAILOR_HOME) is a file, not a folder" in r.stderr
+    monkeypatch.delenv("TAILOR_HOME")
+    monkeypatch.setenv("TAILOR_CONFIG", str(tmp_path / "config"))
+    choose_data_dir(a_file)
+    r = CliRunner().invoke(cli, ["info"], obj={})
+    assert r.exit_code == 1 and "(from the data-directory setting " in r.stderr, r.output
+    assert a_file.read_text() == "kept"
+
+
 def test_bench_stages_come_from_the_timed_runs(tailor):
     """More runs than adapters kept on disk: the stage medians must still describe every timed run."""
     import numpy as np

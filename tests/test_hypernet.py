@@ -93,9 +93,9 @@ def test_shipped_hypernet_fits_the_base_model(spec):
     assert int(hn.meta["training_steps"]) > 0        # trained, never random
 
 
-def test_residual_design_exports_one_adapter_with_the_trained_scale(tmp_path, spec):
-    """A residual hypernetwork (shared LoRA + residual, standardized input) exports as one rank-2r adapter whose
-    delta W through the app (alpha/rank from the metadata) is the one training applied: s (B0 A0 + Br Ar)."""
+def _residual_checkpoint(path, spec, **train_config):
+    """A residual hypernetwork (shared LoRA + residual, standardized input) with random weights, saved as a
+    training checkpoint."""
     torch.manual_seed(2)
     h = HyperNet(_cfg(standardize=True, shared_rank=8))
     with torch.no_grad():
@@ -104,9 +104,17 @@ def test_residual_design_exports_one_adapter_with_the_trained_scale(tmp_path, sp
         h.set_input_stats(torch.randn(384) * 0.1, torch.rand(384) + 0.5)
         h.set_shared({m: (torch.randn(30, 8, s[1]) * 0.05, torch.randn(30, s[0], 8) * 0.05)
                       for m, s in h.cfg.shapes.items()})
-    st = {"train_config": {"name": "residual"}, "hyper_config": h.cfg.to_dict(), "step": 3, "hyper": h.state_dict(),
-          "data_hash": "abcdef0123456789", "base_fingerprint": spec.fingerprint(), "log": [{"step": 3, "dev": 1.5}]}
-    torch.save(st, tmp_path / "ckpt.pt")
+    st = {"train_config": {"name": "residual", **train_config}, "hyper_config": h.cfg.to_dict(), "step": 3,
+          "hyper": h.state_dict(), "data_hash": "abcdef0123456789", "base_fingerprint": spec.fingerprint(),
+          "log": [{"step": 3, "dev": 1.5}]}
+    torch.save(st, path)
+    return h.eval()
+
+
+def test_residual_design_exports_one_adapter_with_the_trained_scale(tmp_path, spec):
+    """A residual hypernetwork exports as one rank-2r adapter whose delta W through the app (alpha/rank from the
+    metadata) is the one training applied: s (B0 A0 + Br Ar)."""
+    h = _residual_checkpoint(tmp_path / "ckpt.pt", spec)
     hn = Hypernet(export(tmp_path / "ckpt.pt", tmp_path / "hn.onnx"), spec)
     assert hn.rank == 16 and hn.alpha / hn.rank == h.scale
     x = np.random.default_rng(1).standard_normal((1, 384)).astype(np.float32)
@@ -117,6 +125,22 @@ def test_residual_design_exports_one_adapter_with_the_trained_scale(tmp_path, sp
         want = h.scale * (ref[m][1][0, layer] @ ref[m][0][0, layer]).numpy()
         got = ad.scale * (b @ a)
         assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), (layer, m)
+
+
+def test_a_residual_mt_lora_is_written_with_the_trained_scale(tmp_path, spec):
+    """The fair control of a residual run (the same model with the profile zeroed) goes to llama.cpp as one GGUF
+    of rank 2r: its alpha must keep alpha / rank at the trained scale, or the control runs at half strength."""
+    from app.lora_gguf import read_adapter
+    from hypernet_onnx import mt_lora
+    h = _residual_checkpoint(tmp_path / "ckpt.pt", spec, profile_input="zeros")
+    mt_lora.main(["--ckpt", str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "mt.gguf")])
+    ad = read_adapter(tmp_path / "mt.gguf", spec)
+    assert ad.rank == 16 and ad.scale == h.scale
+    with torch.no_grad():
+        ref = h(torch.zeros(1, 384))
+    for layer, m in [(0, "q_proj"), (29, "v_proj")]:
+        want = h.scale * (ref[m][1][0, layer] @ ref[m][0][0, layer]).double().numpy()
+        assert np.abs(ad.delta(layer, m) - want).max() <= 1e-3 * np.abs(want).max(), (layer, m)
 
 
 # --- the metadata contract (app.hypernet_meta) between the export and the app ----------------------------------

@@ -235,6 +235,16 @@ def test_residual_design_starts_at_the_shared_lora_and_keeps_it_for_the_average_
         Trainer(dataclasses.replace(cfg, out_dir=tiny_cfg.out_dir + "-bad", init_from=str(mt_ckpt)))
     with pytest.raises(SystemExit, match="not an mt-lora run"):
         Trainer(dataclasses.replace(cfg, out_dir=tiny_cfg.out_dir + "-bad2", shared_from=str(tr.save("x.pt"))))
+    # shared_frozen = false: the mt-lora's LoRA is where the shared part starts, and it trains on at shared_lr
+    on = Trainer(dataclasses.replace(cfg, out_dir=tiny_cfg.out_dir + "-residual-on", shared_frozen=False,
+                                     shared_lr=0.05))
+    start = [p.detach().clone() for p in on.hyper.shared_parameters()]
+    assert all(torch.equal(a, p) for a, p in zip(start, tr.hyper.shared_parameters()))     # tr's = the mt-lora's
+    assert [g["lr_mult"] for g in on.opt.param_groups] == [1.0, pytest.approx(0.05 / tiny_cfg.lr)]
+    for _ in range(2):
+        on.train_step()
+    assert all(p.requires_grad for p in on.hyper.shared_parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(start, on.hyper.shared_parameters()))
 
 
 def test_joint_shared_lora_with_leave_one_out_profiles(tiny_cfg, sample_data, monkeypatch, tmp_path):
