@@ -16,7 +16,7 @@ from .offline import force_offline  # noqa: E402
 
 force_offline()     # set, not defaulted: nothing in Tailor goes online (app/offline.py)
 
-from .prompts import CHAT_STRENGTH  # noqa: E402
+from .prompts import ANSWER_TOKENS, CHAT_STRENGTH  # noqa: E402
 
 
 def _emit(ctx, data, human) -> None:
@@ -174,7 +174,7 @@ def _answer_opts(f):
                      help="a title/abstract task request gets your k nearest documents as worked examples "
                           "(default: on, the setting 'examples')")(f)
     f = click.option("--k", type=int, default=None, help="passages to retrieve")(f)
-    f = click.option("--max-tokens", type=int, default=256)(f)
+    f = click.option("--max-tokens", type=int, default=ANSWER_TOKENS, show_default=True)(f)
     f = click.option("--seed", type=int, default=None, help="seed for a reproducible answer (default: a fresh one)")(f)
     f = click.option("--greedy", is_flag=True, default=None, help="always the likeliest token (no sampling)")(f)
     return f
@@ -282,7 +282,7 @@ def export(ctx, dest, scale):
 @cli.command()
 @click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="JSON Lines prompt set (default: the bundled assets/prompts/chat-quality.jsonl)")
-@click.option("--max-tokens", type=int, default=160)
+@click.option("--max-tokens", type=int, default=ANSWER_TOKENS, show_default=True)
 @click.option("--scale", type=float, default=None, help="adapter strength of the personalized side")
 @click.option("--only", type=click.Choice(["base", "personalized"]), default=None,
               help="answer with one side only (e.g. personalized, when comparing strengths)")

@@ -24,7 +24,7 @@ from .lora_gguf import AdapterError, now_iso, read_adapter, write_adapter
 from .models import verify_base_model
 from .paths import PROFILES_DIR, data_dir, ensure_private_dir
 from .profile import profile_vector
-from .prompts import parse_task, request_strength, trim_history, with_context, with_examples
+from .prompts import ANSWER_TOKENS, parse_task, request_strength, trim_history, with_context, with_examples
 from .sandbox import Extractor
 from .settings import Settings
 from .store import Store
@@ -261,7 +261,7 @@ class Tailor:
 
     # --- answers -----------------------------------------------------------------
     def _prepare(self, messages: list[dict], use_adapter: bool | None, scale: float | None, rag: bool | None,
-                 k: int | None, max_tokens: int = 256, examples: bool | None = None
+                 k: int | None, max_tokens: int = ANSWER_TOKENS, examples: bool | None = None
                  ) -> tuple[str, list[dict], int | None, float | None]:
         """The prompt for the last message of a chat: adapter set, retrieval added, and the history trimmed
         (prompts.trim_history) so the prompt leaves ``max_tokens`` of the context for the answer.
@@ -311,7 +311,7 @@ class Tailor:
             return GREEDY
         return replace(CHAT_SAMPLING, seed=self.settings.seed if seed is None else seed)
 
-    def stream(self, messages: list[dict], *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256,
+    def stream(self, messages: list[dict], *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=ANSWER_TOKENS,
                seed=None, greedy=None, sampling: Sampling | None = None, usage: dict | None = None,
                examples=None) -> tuple[Iterator[str], list[dict], int | None, float | None]:
         """(answer pieces, sources, adapter version or None, its strength or None) for the last message."""
@@ -321,7 +321,7 @@ class Tailor:
         return (self.engine.stream(prompt, max_tokens=max_tokens, sampling=sampling, usage=usage), sources, active,
                 strength)
 
-    def ask(self, prompt: str, *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=256, seed=None,
+    def ask(self, prompt: str, *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=ANSWER_TOKENS, seed=None,
             greedy=None, sampling: Sampling | None = None, history: list[dict] | None = None,
             examples=None) -> Answer:
         messages = (history or []) + [{"role": "user", "content": prompt}]

@@ -21,7 +21,7 @@ import numpy as np
 from .base_model import BaseSpec, read_base_spec
 from .lora_gguf import AdapterError, read_adapter
 from .models import ModelError
-from .prompts import render_chat
+from .prompts import ANSWER_TOKENS, render_chat
 
 
 class PromptTooLongError(ValueError):
@@ -139,7 +139,7 @@ class Engine:
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode(), add_bos=False, special=True)
 
-    def stream(self, prompt: str, *, max_tokens: int = 256, seed: int | None = None,
+    def stream(self, prompt: str, *, max_tokens: int = ANSWER_TOKENS, seed: int | None = None,
                temperature: float | None = None, sampling: Sampling | None = None,
                usage: dict | None = None) -> Iterator[str]:
         """Yield text pieces. ``sampling`` decides; without it, greedy unless a seed or temperature is given.

@@ -72,6 +72,7 @@ def task_request(task: str) -> tuple[str, str]:
     return before, after
 
 
+ANSWER_TOKENS = 256      # the longest answer a request gets unless it asks for another (app, CLI, API, quality)
 CHAT_STRENGTH = 0.25     # the share of the adapter's strength a request other than the two tasks gets
 
 

@@ -22,6 +22,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from .prompts import ANSWER_TOKENS
+
 NGRAM = 6
 MAX_REPEATS = 2           # a 6-gram may occur twice; the third time is a loop
 MIN_DISTINCT2 = 0.5
@@ -83,7 +85,7 @@ def load_prompts(path: Path | None = None) -> list[dict]:
 SIDES = ("base", "personalized")
 
 
-def measure(tailor, prompts: list[dict], *, sampling=None, max_tokens: int = 160, scale: float | None = None,
+def measure(tailor, prompts: list[dict], *, sampling=None, max_tokens: int = ANSWER_TOKENS, scale: float | None = None,
             progress=None, sides: tuple[str, ...] = SIDES) -> dict:
     """Each prompt answered by the base model and the personalized one (the latest adapter at ``scale``), through
     ``Tailor.ask`` (the code a person runs), each prompt with its own fixed seed so the table reproduces.

@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .engine import PromptTooLongError, Sampling
 from .log import log
+from .prompts import ANSWER_TOKENS
 
 MODEL_ID = "tailor"
 MAX_BODY = 1 << 20
@@ -76,7 +77,7 @@ def parse_request(body: bytes) -> dict:
         clean.append({"role": m["role"], "content": content})
     if clean[-1]["role"] != "user":
         raise ServeError(400, "the last message must be the user's")
-    max_tokens = req.get("max_completion_tokens", req.get("max_tokens", 256))
+    max_tokens = req.get("max_completion_tokens", req.get("max_tokens", ANSWER_TOKENS))
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= MAX_TOKENS_CAP:
         raise ServeError(400, f"'max_tokens' must be an integer from 1 to {MAX_TOKENS_CAP}")
     out = {"messages": clean, "max_tokens": max_tokens, "stream": bool(req.get("stream", False))}

@@ -267,3 +267,17 @@ def test_switching_profile_reuses_the_loaded_model(home):
     assert t.ask("Say hi.", max_tokens=8, seed=1).text == a.text                    # back: the first adapter again
     assert Engine.loads == loads                                                     # nothing reloaded
     other.close(), t.close()
+
+
+def test_quality_measures_answers_as_long_as_a_person_gets_them():
+    """`tailor quality` read 160 tokens while ask, chat, the app and the API answer up to 256: its loop table did
+    not measure the answers a person gets. One default, app.prompts.ANSWER_TOKENS, for all of them."""
+    import inspect
+    from app.core import Tailor
+    from app.engine import Engine
+    from app.prompts import ANSWER_TOKENS
+    from app.quality import measure
+    for name in ("ask", "chat", "quality"):
+        assert next(p.default for p in cli.commands[name].params if p.name == "max_tokens") == ANSWER_TOKENS, name
+    for f in (Tailor.ask, Tailor.stream, Engine.stream, measure):
+        assert inspect.signature(f).parameters["max_tokens"].default == ANSWER_TOKENS, f

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWi
                                QPushButton, QScrollArea, QSizePolicy, QSplitter, QTextEdit, QToolButton, QVBoxLayout,
                                QWidget)
 
-from ..prompts import parse_task, task_request
+from ..prompts import ANSWER_TOKENS, parse_task, task_request
 from . import jobs
 from .qt import emit
 from .worker import Cancel, Runner
@@ -169,7 +169,7 @@ class ChatView(QWidget):
         super().__init__(parent)
         self.runner = runner
         self.options = options          # -> {"use_adapter", "scale", "rag"} from the window's controls
-        self.max_tokens = 256
+        self.max_tokens = ANSWER_TOKENS
         self.chat_id: int | None = None
         self.history: list[dict] = []   # {"role", "content"} of the open chat, as sent to the model
         self.widgets: list[MessageWidget] = []
