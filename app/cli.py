@@ -82,9 +82,9 @@ def cli(ctx, as_json, model, hypernet, threads, profile):
     ctx.obj.update(json=as_json, model=model, hypernet=hypernet, threads=threads, profile=profile)
 
 
-def _progress_bar(label):
+def _progress_bar(label, unit="file"):
     from tqdm import tqdm
-    bar = tqdm(desc=label, unit="file", file=sys.stderr, leave=False)
+    bar = tqdm(desc=label, unit=unit, file=sys.stderr, leave=False)
 
     def cb(done, total, path):
         bar.total = total
@@ -302,7 +302,7 @@ def quality(ctx, prompts, max_tokens, scale, only, greedy, temperature, repeat_p
     changes = {k: v for k, v in (("temperature", temperature), ("repeat_penalty", repeat_penalty),
                                  ("presence_penalty", presence_penalty)) if v is not None}
     sampling = replace(sampling, **changes)
-    bar, cb = _progress_bar("answers")
+    bar, cb = _progress_bar("answers", unit="answer")
     res = measure(t, load_prompts(prompts), sampling=sampling, max_tokens=max_tokens, scale=scale,
                   progress=lambda i, n: cb(i, n, ""), sides=(only,) if only else SIDES)
     bar.close()

@@ -73,9 +73,12 @@ def test_quality_command_measures_both_sides_through_the_app(home, tmp_path):
     from app.prompts import CHAT_STRENGTH
     from tests.conftest import SAMPLES
 
+    bars = []
+
     def run(*args):
         r = CliRunner().invoke(cli, ["--json", *args], obj={}, catch_exceptions=False)
         assert r.exit_code == 0, r.output
+        bars.append(r.stderr)
         return r.stdout
     run("import", str(SAMPLES / "packaging"))
     prompts = tmp_path / "p.jsonl"
@@ -84,6 +87,7 @@ def test_quality_command_measures_both_sides_through_the_app(home, tmp_path):
     out = tmp_path / "rows.jsonl"
     res = json.loads(run("quality", "--prompts", str(prompts), "--max-tokens", "12", "--out", str(out)))
     assert res["summary"]["base"]["answers"] == 2 and res["summary"]["personalized"]["answers"] == 2
+    assert "answer/s" in bars[-1] and "file" not in bars[-1]      # the progress bar counts answers, not files
     assert res["adapter_version"] == 1 and res["sampling"]["temperature"] > 0     # the chat default samples
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [(r["side"], r["id"]) for r in rows] == [("base", "a"), ("base", "b"), ("personalized", "a"),
