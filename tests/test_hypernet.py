@@ -198,3 +198,36 @@ def test_the_app_sees_the_metadata_the_export_wrote(exported, spec):
     hn = Hypernet(path, spec)
     assert hn.contract.to_onnx_metadata() == {k: v for k, v in hn.meta.items() if k != INTEGRITY_KEY}
     assert (hn.id, hn.rank, hn.alpha, hn.modules) == (hn.contract.hypernet_id, 8, 16.0, ["q_proj", "v_proj"])
+
+
+def test_shared_plus_person_is_the_shared_lora_plus_the_persons_deviation(exported):
+    """The model card's "shared LoRA plus this file's person part" figures score this composition: it must be
+    dW_mt + gamma (dW_h(p) - dW_h(p_bar)), and exactly the shared LoRA for the average person."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "scripts" / "shared_plus_person.py"
+    spec_ = importlib.util.spec_from_file_location("shared_plus_person", path)
+    spp = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(spp)
+
+    h, onnx_path = exported
+    torch.manual_seed(2)
+    mt = HyperNet(_cfg())
+    with torch.no_grad():
+        for p in mt.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    hyper = spp.OnnxHyper(onnx_path, tuple(h.cfg.modules), h.scale)
+    p_bar, people = torch.randn(384), torch.randn(2, 384)
+    comb = spp.SharedPlusPerson(mt.eval(), hyper, p_bar, gamma=0.5)
+
+    def dw(ad):
+        return {m: b @ a for m, (a, b) in ad.items()}                 # (B, L, out, in), before the shared scale
+    with torch.no_grad():
+        got = dw(comb(torch.cat([people, p_bar[None]])))
+        shared, own, mean = dw(mt(torch.zeros(1, 384))), dw(h(people)), dw(h(p_bar[None]))
+    assert comb.scale == h.scale
+    for m in h.cfg.modules:
+        assert got[m].shape[-2:] == shared[m].shape[-2:]
+        assert torch.allclose(got[m][:2], shared[m] + 0.5 * (own[m] - mean[m]), atol=1e-5)
+        assert torch.allclose(got[m][2], shared[m][0], atol=1e-5)     # the average person gets the shared LoRA
+        assert not torch.allclose(got[m][0], got[m][1], atol=1e-4)    # two people, two adapters
