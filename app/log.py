@@ -18,6 +18,9 @@ MAX_BYTES = 1_000_000
 BACKUPS = 3
 
 log = logging.getLogger("tailor")
+# Until setup_logging knows the data dir there is nowhere to write: records are dropped rather than reaching
+# logging's last-resort stderr handler, which printed a failure a second time beside the CLI's one line.
+log.addHandler(logging.NullHandler())
 
 
 def setup_logging(home: Path) -> Path:

@@ -439,3 +439,15 @@ def test_cli_expected_failures_are_one_line(tmp_path, home):
     check(["adapt"], "the profile is empty")
     check(["--model", str(tmp_path / "nope.gguf"), "ask", "hi"], "base model not found")
     # (a missing or damaged hypernetwork / base model through the CLI: tests/test_tamper.py)
+
+
+def test_a_real_tailor_process_says_a_failure_once(tmp_path, home):
+    """Outside pytest nothing catches the ``tailor`` logger's records before the data dir's log exists, and
+    logging's last-resort handler printed the failure a second time ("import failed: ...") above "error: ..."."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "app.cli", "import", str(tmp_path / "missing.txt")],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                       cwd=Path(__file__).resolve().parent.parent)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines() == [f"error: {tmp_path / 'missing.txt'}: no such file or folder"], r.stderr
