@@ -195,6 +195,8 @@ def ask(ctx, prompt, no_adapter, scale, rag, examples, k, max_tokens, seed, gree
         click.echo(d["text"])
         for s in d["sources"]:
             click.echo(f"  [source] {s['path']}")
+        from .core import adapter_badge
+        click.echo(f"[{adapter_badge(d['adapter_version'], d['strength'])}]", err=True)
     _emit(ctx, data, human)
 
 
@@ -203,9 +205,11 @@ def ask(ctx, prompt, no_adapter, scale, rag, examples, k, max_tokens, seed, gree
 @click.pass_context
 def chat(ctx, no_adapter, scale, rag, examples, k, max_tokens, seed, greedy):
     """Chat interactively (streaming). Empty line or Ctrl-D ends."""
+    from .core import adapter_badge
     t = _core(ctx)
     chat_id = t.new_chat("terminal chat")
     history: list[dict] = []      # the whole chat; the core sends the newest turns that fit (trim_history)
+    click.echo("An empty line or Ctrl-D ends the chat; it is kept with your chats.", err=True)
     while True:
         try:
             line = input("you> ").strip()
@@ -214,7 +218,7 @@ def chat(ctx, no_adapter, scale, rag, examples, k, max_tokens, seed, greedy):
         if not line:
             break
         msgs = history + [{"role": "user", "content": line}]
-        pieces, sources, active, _strength = t.stream(msgs, use_adapter=not no_adapter, scale=scale, rag=rag,
+        pieces, sources, active, strength = t.stream(msgs, use_adapter=not no_adapter, scale=scale, rag=rag,
                                                       k=k, max_tokens=max_tokens, seed=seed, greedy=greedy,
                                                       examples=examples)
         click.echo("tailor> ", nl=False)
@@ -232,6 +236,7 @@ def chat(ctx, no_adapter, scale, rag, examples, k, max_tokens, seed, greedy):
         history = msgs + [{"role": "assistant", "content": text}]
         for s in sources:
             click.echo(f"  [source] {s['path']}")
+        click.echo(f"[{adapter_badge(active, strength)}]", err=True)
 
 
 @cli.command()

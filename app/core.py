@@ -51,6 +51,14 @@ class Answer:
         return asdict(self)
 
 
+def adapter_badge(version: int | None, strength: float | None = None) -> str:
+    """What made an answer, in the words the app shows under it and the terminal prints after it: a person
+    should see that a chat question got a quarter of the strength (prompts.request_strength) wherever they ask."""
+    if version is None:
+        return "base model"
+    return f"personalized · adapter v{version}" + (f" · strength {strength:.2f}" if strength is not None else "")
+
+
 class Tailor:
     def __init__(self, home: Path | None = None, settings: Settings | None = None):
         self.home = ensure_private_dir(Path(home)) if home else data_dir()

@@ -4,7 +4,7 @@ import json
 from click.testing import CliRunner
 
 from app.cli import cli
-from app.prompts import task_messages
+from app.prompts import CHAT_STRENGTH, task_messages
 from tests.conftest import SAMPLES
 
 
@@ -38,6 +38,10 @@ def test_cli_flow(home, tmp_path):
     assert len(shown["sources"]) == 2            # worked examples by default (the documents they came from)
     bare = json.loads(run("ask", task[0]["content"], "--no-examples", "--max-tokens", "8").stdout)
     assert bare["sources"] == []
+    for prompt, strength in (("What file format do I work on?", CHAT_STRENGTH), (task[0]["content"], 1.0)):
+        said = CliRunner().invoke(cli, ["ask", prompt, "--max-tokens", "4"], obj={}, catch_exceptions=False)
+        assert said.exit_code == 0 and said.stderr.splitlines()[-1] == \
+            f"[personalized · adapter v2 · strength {strength:.2f}]", said.stderr   # what the app's chat shows
 
     info = json.loads(run("info").stdout)
     assert info["profile"]["documents"] == 4 and [a["version"] for a in info["adapters"]] == [2, 1]
@@ -152,6 +156,7 @@ def test_a_long_terminal_chat_keeps_answering(home):
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert r.stdout.count("tailor> ") == turns
+    assert r.stderr.count("[base model]") == turns and "empty line or Ctrl-D ends" in r.stderr
     from app.core import Tailor
     t = Tailor()
     try:

@@ -16,16 +16,11 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWi
                                QPushButton, QScrollArea, QSizePolicy, QSplitter, QTextEdit, QToolButton, QVBoxLayout,
                                QWidget)
 
+from ..core import adapter_badge
 from ..prompts import ANSWER_TOKENS, parse_task, task_request
 from . import jobs
 from .qt import emit
 from .worker import Cancel, Runner
-
-
-def adapter_badge(version: int | None, scale: float | None = None) -> str:
-    if version is None:
-        return "base model"
-    return f"personalized · adapter v{version}" + (f" · strength {scale:.2f}" if scale is not None else "")
 
 
 class MessageText(QTextEdit):
