@@ -278,10 +278,16 @@ def serve(ctx, host, port, token, queue):
 def export(ctx, dest, scale):
     """Write the current adapter for llama.cpp, llama-cpp-python and Ollama (GGUF LoRA + Modelfile)."""
     data = _core(ctx).export(dest, scale)
-    _emit(ctx, data, lambda d: click.echo(
-        f"adapter v{d['version']} (strength {d['scale']}) -> {d['adapter']}\n"
-        f"  llama.cpp: {d['llama_cpp']}\n  Ollama:    cd {Path(d['modelfile']).parent} && ollama create tailor "
-        f"-f Modelfile\n  Python:    {d['python']}"))
+
+    def human(d):
+        click.echo(f"adapter v{d['version']} (strength {d['scale']}) -> {d['adapter']}\n"
+                   f"  llama.cpp: {d['llama_cpp']}\n  Ollama:    cd {Path(d['modelfile']).parent} && ollama create "
+                   f"tailor -f Modelfile\n  Python:    {d['python']}")
+        if d["scale"] > CHAT_STRENGTH:      # there, every request gets the folded strength (prompts.request_strength)
+            click.echo(f"  Every request there gets strength {d['scale']}; Tailor gives requests other than the two "
+                       f"tasks {CHAT_STRENGTH:g} of it. For a general chat model: tailor export DEST --scale "
+                       f"{d['scale'] * CHAT_STRENGTH:g}")
+    _emit(ctx, data, human)
 
 
 @cli.command()

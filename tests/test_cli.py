@@ -199,6 +199,11 @@ def test_export_runs_in_plain_llama_cpp_python_with_the_engines_logits(home, tmp
     lines = modelfile.read_text().splitlines()
     assert f"FROM {out['base_model']}" in lines and f"ADAPTER ./{adapter.name}" in lines
     assert 'PARAMETER stop "<|im_end|>"' in lines
+    said = CliRunner().invoke(cli, ["export", str(tmp_path / "exp2")], obj={}, catch_exceptions=False).stdout
+    assert f"--scale {CHAT_STRENGTH:g}" in said                   # strength 1 there is 1 for every request
+    quiet = CliRunner().invoke(cli, ["export", str(tmp_path / "exp3"), "--scale", str(CHAT_STRENGTH)], obj={},
+                               catch_exceptions=False).stdout
+    assert "--scale" not in quiet
 
     from app.engine import Engine
     t = Tailor()
