@@ -231,3 +231,44 @@ def test_shared_plus_person_is_the_shared_lora_plus_the_persons_deviation(export
         assert torch.allclose(got[m][:2], shared[m] + 0.5 * (own[m] - mean[m]), atol=1e-5)
         assert torch.allclose(got[m][2], shared[m][0], atol=1e-5)     # the average person gets the shared LoRA
         assert not torch.allclose(got[m][0], got[m][1], atol=1e-4)    # two people, two adapters
+
+
+def _script(name):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec_ = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(mod)
+    return mod
+
+
+def test_profile_identity_measures_what_the_model_card_says(exported):
+    """The model card's "where the person is lost" figures: ranks, halves, the person share and the probed
+    adapter must be what their names say."""
+    pi = _script("profile_identity")
+    keys = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    queries = np.array([[1.0, 0.1], [1.0, 0.1], [0.0, 1.0]])
+    assert pi.ranks(queries, keys, np.array([0, 2, 1])).tolist() == [1, 2, 1]
+
+    rng = np.random.default_rng(0)
+    user = {"profile": [{"title": f"T{i}", "text": f"Short text number {i}."} for i in range(5)]}
+    emb = rng.standard_normal((5, 384)).astype(np.float32)            # one chunk per short item
+    a, b = pi.halves(user, emb)
+    assert np.allclose(a, emb[[0, 2, 4]].mean(0), atol=1e-6) and np.allclose(b, emb[[1, 3]].mean(0), atol=1e-6)
+
+    same = np.ones((4, 3))
+    assert pi.person_share(same) == 0.0
+    assert pi.person_share(np.array([[1.0, 0.0], [-1.0, 0.0]])) == 1.0    # no shared part at all
+
+    _, onnx_path = exported
+    net = Hypernet(onnx_path)
+    profiles = rng.standard_normal((2, 384)).astype(np.float32)
+    probe = pi.delta_probe(net, profiles, probes=3)
+    ad = net.generate(profiles[1])
+    first = sorted(ad.weights)[0]
+    d = ad.weights[first][0].shape[1]
+    x = np.random.default_rng(0).standard_normal((d, 3)) / np.sqrt(d)              # the first probe draw
+    n = ad.delta(*first).shape[0] * 3
+    assert np.allclose(probe[1, :n], (ad.delta(*first) @ x).ravel(), atol=1e-6)
+    assert not np.allclose(probe[0], probe[1])
