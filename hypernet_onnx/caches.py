@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from app.prompts import TASKS
 from hypernet_onnx import data as D
 
 if TYPE_CHECKING:
@@ -138,17 +139,82 @@ def rag_twins(paths: dict[str, Path], users: dict[str, list[dict]], loo: list[D.
 @dataclass
 class Split:
     """An evaluation set: its examples, their token ids, whose profile stands in as 'shuffled' for each user,
-    and the frozen base model's per-example NLL (computed once)."""
+    the profile key each example's shuffled twin is scored under, and the frozen base model's per-example NLL
+    (computed once)."""
     examples: list[D.Example]
     items: list[tuple[list[int], int]]
     shuffled: dict[str, str]
+    shuffled_profile: dict[str, str]                # own profile key -> the shuffled twin's
     base: np.ndarray | None = None
+
+    def shuffled_key(self, ex: D.Example) -> str:
+        return self.shuffled_profile[ex.profile_key]
 
 
 def make_split(users: list[dict], tokens: TokenCache, encode: Encode) -> Split:
     exs = D.examples(users)
     ids = sorted({e.user for e in exs})
-    return Split(exs, tokens.get(exs, encode), {u: ids[(i + 1) % len(ids)] for i, u in enumerate(ids)})
+    shuffled = {u: ids[(i + 1) % len(ids)] for i, u in enumerate(ids)}
+    return Split(exs, tokens.get(exs, encode), shuffled, dict(shuffled))
+
+
+def keyed_by_query(exs: list[D.Example], users: list[dict]) -> list[D.Example]:
+    """data.examples rows (user, query j, task, in that order) with the profile key of their own request."""
+    js = [(u["user"], j) for u in users for j, _ in enumerate(u["queries"]) for _ in TASKS]
+    if [(e.user) for e in exs] != [u for u, _ in js]:
+        raise AssertionError("data.examples and keyed_by_query disagree on the examples' order")
+    return [replace(e, profile=D.request_key(D.query_key(u, j), e.task)) for e, (u, j) in zip(exs, js)]
+
+
+def request_profiles(cfg: TrainConfig, paths: dict[str, Path], users: dict[str, list[dict]],
+                     pairs: dict[str, list[tuple[dict, dict]]], whole: dict[str, np.ndarray], save: bool
+                     ) -> dict[str, np.ndarray]:
+    """``request_profiles``: a profile per request, the vector of the items the app's retrieval picks for it
+    (rag_data: the same items "Cite my documents" shows), so the adapter is made for this request from the
+    documents nearest it, P2P's per-request profile (issue 11: the person is in the nearest items, MODEL_CARD
+    "Where the person is"). For every loo example of the training files (retrieved from the author's other items)
+    and every query of ``pairs`` (asker, owner): the asker's request put to the owner's items, the owner being the
+    asker or, for a shuffled twin, another author (key suffix ``>owner``). A request that retrieves nothing gets
+    the whole profile it was put to, as the app would. Vectors are cached like ``profile_vectors``."""
+    from app.models import EMBEDDER_SHA256
+    from hypernet_onnx import rag_data as R
+    path = D.CACHE_DIR / f"requests-{EMBEDDER_SHA256[:12]}-{cfg.pooling}-k{R.RAG_K}.npz"
+    table = dict(np.load(path)) if path.is_file() else {}
+
+    def tag(*xs) -> str:
+        return hashlib.sha256(json.dumps(xs).encode()).hexdigest()[:10]
+    out: dict[str, np.ndarray] = {}
+    dirty = False
+    for k, p in paths.items():
+        wanted = []        # (key, tag, owner, (kind, asker, item or query index, task, fallback key))
+        if cfg.loo and k in ("train", "extra"):
+            wanted += [(D.request_key(D.loo_key(u["user"], i), t), tag(u["profile"]), u,
+                        ("loo", u, i, t, D.loo_key(u["user"], i)))
+                       for u in users[k] if len(u["profile"]) > 1 for i in range(len(u["profile"])) for t in TASKS]
+        for a, o in pairs.get(k, []):
+            own = a["user"] == o["user"]
+            wanted += [(D.request_key(D.query_key(a["user"], j), t) + ("" if own else f">{o['user']}"),
+                        tag(a["queries"], o["profile"]), o, ("query", a, j, t, o["user"]))
+                       for j in range(len(a["queries"])) for t in TASKS]
+        missing = [w for w in wanted if f"{w[0]}@{w[1]}" not in table]
+        if missing:
+            askers = list({w[3][1]["user"]: w[3][1] for w in missing if w[3][0] == "loo"}.values())
+            chosen = R.retrievals(p, askers, save=save) if askers else {}
+            qpairs = list({(w[3][1]["user"], w[2]["user"]): (w[3][1], w[2]) for w in missing
+                           if w[3][0] == "query"}.values())
+            asked = R.request_table(p, qpairs, save=save) if qpairs else {}
+            emb = D.embed_users(p, list({w[2]["user"]: w[2] for w in missing}.values()))
+            for key, t_, owner, (kind, a, j, t, fallback) in missing:
+                idx = chosen[a["user"]][f"{j}/{t}"] if kind == "loo" else asked[(a["user"], owner["user"])][f"{j}/{t}"]
+                table[f"{key}@{t_}"] = (D.items_vector(owner, emb[owner["user"]], idx, cfg.pooling) if idx
+                                        else whole[fallback])
+            dirty = True
+        out.update({key: table[f"{key}@{t_}"] for key, t_, *_ in wanted})
+    if dirty and save:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path.with_suffix(".tmp.npz"), **table)
+        path.with_suffix(".tmp.npz").replace(path)
+    return out
 
 
 @dataclass
@@ -191,12 +257,28 @@ def prepare(cfg: TrainConfig, data_dir: Path, tokenizer_id: str, template: str, 
         twins = [None if s or cfg.rag_distill <= 0 else r for r, s in zip(rag, shown)]
         loo = [r if s else e for e, r, s in zip(loo, rag, shown)]
     queries = D.examples(train_users)
+    tokens = TokenCache(D.CACHE_DIR / TokenCache.name(tokenizer_id, template, cfg.max_len))
+    splits = {k: make_split(users[k], tokens, encode) for k in ("dev", "ood") if k in users}
+    if cfg.request_profiles:
+        if not cfg.loo:
+            raise SystemExit("request_profiles needs loo: a training request's items are the author's other items")
+        if cfg.contrast > 0:
+            raise SystemExit("contrast with request_profiles is not built: the other person's adapter would need "
+                             "their items retrieved for this request")
+        ids = {k: {u["user"]: u for u in us} for k, us in users.items()}
+        pairs = {k: [(u, u) for u in users[k]] for k in ("train", "extra") if k in users}
+        pairs.update({k: [(ids[k][u], ids[k][owner]) for u, other in sp.shuffled.items() for owner in (u, other)]
+                      for k, sp in splits.items()})
+        profiles.update(request_profiles(cfg, paths, users, pairs, profiles, save))
+        queries = keyed_by_query(queries, train_users)
+        loo = [replace(e, profile=D.request_key(e.profile, e.task)) for e in loo]
+        for k, sp in splits.items():
+            sp.examples = keyed_by_query(sp.examples, users[k])
+            sp.shuffled_profile = {e.profile: f"{e.profile}>{sp.shuffled[e.user]}" for e in sp.examples}
     train = queries + loo
     train_ids = sorted({e.user for e in train})
     if cfg.contrast > 0 and len(train_ids) < 2:
         raise SystemExit("contrast needs at least two training users")
-    tokens = TokenCache(D.CACHE_DIR / TokenCache.name(tokenizer_id, template, cfg.max_len))
-    splits = {k: make_split(users[k], tokens, encode) for k in ("dev", "ood") if k in users}
     train_items = tokens.get(train, encode)
     teachers = [None] * len(queries) + [tokens.get([t], encode)[0] if t else None for t in twins]
     if save:

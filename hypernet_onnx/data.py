@@ -133,6 +133,27 @@ def loo_inputs(users: list[dict], emb: dict[str, np.ndarray], pooling: str) -> d
     return out
 
 
+def items_vector(user: dict, emb: np.ndarray, items: list[int], pooling: str) -> np.ndarray:
+    """The profile vector of some of the user's items (their chunks, pooled as the app pools a profile)."""
+    counts = [len(c) for c in item_chunks(user)]
+    if len(emb) != sum(counts):
+        raise ValueError(f"{user['user']}: {len(emb)} cached chunk embeddings, {sum(counts)} chunks now")
+    ends, keep = np.cumsum(counts), set(items)
+    rows = [emb[end - n:end] for i, (n, end) in enumerate(zip(counts, ends)) if i in keep]
+    return profile_vector(np.concatenate(rows).astype(np.float32), pooling)
+
+
+def query_key(user: str, j: int) -> str:
+    """A query example's own key under ``request_profiles`` (a user may have two queries, each its own request)."""
+    return f"{user}#q{j}"
+
+
+def request_key(profile: str, task: str) -> str:
+    """The key of the profile made of the items retrieved for one request (``request_profiles``): the example's
+    ``query_key`` or loo key and its task; a shuffled twin appends ``>other user``."""
+    return f"{profile}/{task}"
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="precompute profile embeddings for a data file")
     ap.add_argument("--data", type=Path, required=True)

@@ -68,6 +68,10 @@ def slim(ckpt: Path, out: Path) -> Path:
 def export(ckpt: Path, out: Path) -> Path:
     import onnx
     hyper, st = load_checkpoint(ckpt)
+    if st["train_config"].get("request_profiles"):
+        raise SystemExit(f"{ckpt} was trained on per-request profiles (the items retrieved for each request); the "
+                         "app feeds a whole profile and makes no adapter per request yet, so it would run this "
+                         "file on inputs it never saw. Build that in the app before exporting such a run.")
     out.parent.mkdir(parents=True, exist_ok=True)
     names = [f"{m}.lora_{x}" for m in hyper.cfg.modules for x in "ab"]
     dummy = torch.zeros(1, hyper.cfg.input_dim)

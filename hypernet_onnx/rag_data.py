@@ -114,6 +114,55 @@ def retrievals(path: Path, users: list[dict], k: int = RAG_K, save: bool = True)
     return {u["user"]: table[f"{u['user']}@{tag[u['user']]}"] for u in users if len(u["profile"]) > 1}
 
 
+def request_retrievals(asker: dict, owner: dict, owner_emb: np.ndarray, embedder, workdir: Path, k: int = RAG_K
+                       ) -> dict[str, list[int]]:
+    """``"j/task"`` -> the indices of ``owner``'s items the app retrieves when ``asker``'s query j is posed as
+    ``task`` to a store holding all of ``owner``'s items: the person's own request (owner = asker), or its shuffled
+    twin (the same request put to another author's documents). ``owner_emb``: the owner's chunk vectors."""
+    cached = CachedEmbedder(embedder, dict(zip(D.profile_chunks(owner), owner_emb)))
+    store = person_store(owner, cached, workdir / "request.db")
+    out = {}
+    try:
+        for j, q in enumerate(asker["queries"]):
+            for t in TASKS:
+                got, _ = retrieval.examples(store, EMBEDDER_KEY, cached.embed, t,
+                                            retrieval.task_query(t, q["title"], q["text"]), k)
+                out[f"{j}/{t}"] = [int(g["path"].removeprefix("item-")) for g in got]
+    finally:
+        store.close()
+        for f in workdir.glob("request.db*"):
+            f.unlink()
+    return out
+
+
+def request_table(path: Path, pairs: list[tuple[dict, dict]], k: int = RAG_K, save: bool = True
+                  ) -> dict[tuple[str, str], dict[str, list[int]]]:
+    """(asker id, owner id) -> request_retrievals, both authors from the data file ``path``; cached like
+    ``retrievals``, each entry tagged with a hash of the asker's queries and the owner's items."""
+    from app.models import EMBEDDER_SHA256
+    cache = D.CACHE_DIR / f"ragq-{Path(path).name.split('.')[0]}-{EMBEDDER_SHA256[:12]}-k{k}.json"
+    table = json.loads(cache.read_text()) if cache.is_file() else {}
+
+    def tag(asker, owner):
+        blob = json.dumps([asker["queries"], owner["profile"]]).encode()
+        return f"{asker['user']}>{owner['user']}@{hashlib.sha256(blob).hexdigest()[:10]}"
+    missing = [(a, o) for a, o in pairs if tag(a, o) not in table]
+    if missing:
+        from tqdm import tqdm
+        from app.embed import Embedder
+        owners = list({o["user"]: o for _, o in missing}.values())
+        emb = D.embed_users(path, owners)
+        embedder = Embedder()
+        with tempfile.TemporaryDirectory() as tmp:
+            for n, (a, o) in enumerate(tqdm(missing, desc=f"retrieving requests of {Path(path).name}")):
+                table[tag(a, o)] = request_retrievals(a, o, emb[o["user"]], embedder, Path(tmp), k)
+                if save and (n % 50 == 49 or n == len(missing) - 1):
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    cache.with_suffix(".tmp").write_text(json.dumps(table))
+                    cache.with_suffix(".tmp").replace(cache)
+    return {(a["user"], o["user"]): table[tag(a, o)] for a, o in pairs}
+
+
 def rag_loo_examples(users: list[dict], chosen: dict[str, dict[str, list[int]]], tasks=TASKS) -> list[D.Example]:
     """data.loo_examples with each request preceded by the author's retrieved items (``retrievals``), as the app
     prompts a task request when "Cite my documents" is on."""

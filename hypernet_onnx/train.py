@@ -75,6 +75,7 @@ class TrainConfig:
     loo: bool = False                # add leave-one-out examples (every profile item, the rest as its profile)
     rag_share: float = 0.0           # share of the loo examples shown after the author's retrieved items (rag_data)
     rag_distill: float = 0.0         # weight of KL(adapter shown the retrieved items || adapter) on bare loo examples
+    request_profiles: bool = False   # each example's profile = the items the app retrieves for its request (caches)
     extra_data: str = ""             # more training authors from another file (e.g. extra-train.jsonl.gz)
     extra_users: int = 0
     ood_data: str = ""               # evaluated with the best checkpoint at the end (e.g. peps-ood-dev.jsonl.gz)
@@ -237,9 +238,10 @@ class Trainer:
     def losses(self, batch: list[D.Example], profile_of=None, items: list[tuple[list[int], int]] | None = None
                ) -> torch.Tensor:
         """Per-example answer NLL (B,), each example under the adapter of its own profile (``ex.profile_key``:
-        the user's, or with ``loo`` the profile without the target item) or of ``profile_of(user)``."""
+        the user's, with ``loo`` the profile without the target item, with ``request_profiles`` the items retrieved
+        for its request) or of ``profile_of(example)``."""
         items = items if items is not None else self.tokens.get(batch, self._encode)
-        keys = [ex.profile_key if profile_of is None else profile_of(ex.user) for ex in batch]
+        keys = [ex.profile_key if profile_of is None else profile_of(ex) for ex in batch]
         return self.nll_under(keys, items)
 
     def nll_under(self, keys: list[str] | None, items: list[tuple[list[int], int]]) -> torch.Tensor:
@@ -332,7 +334,7 @@ class Trainer:
         if c.contrast <= 0:
             return loss
         other = self.others([ex.user for ex in batch])
-        theirs = self.losses(batch, lambda u: other[u], items)                        # (B,)
+        theirs = self.losses(batch, lambda e: other[e.user], items)                        # (B,)
         return loss + c.contrast * F.relu(c.margin + own - theirs).mean()
 
     def rag_kl(self, keys: list[str], logits, tgt, lm, rows: list[int],
@@ -388,7 +390,7 @@ class Trainer:
         sp = self.splits[split]
         n = len(sp.examples)
         per_example = {name: self._batched(n, lambda s: self.losses(sp.examples[s], profile_of, sp.items[s]))
-                       for name, profile_of in [("dev", lambda u: u), ("dev_shuffled", lambda u: sp.shuffled[u])]}
+                       for name, profile_of in [("dev", None), ("dev_shuffled", sp.shuffled_key)]}
         if sp.base is None:    # the frozen base model's loss never changes: compute it once
             sp.base = self._batched(n, lambda s: self.nll_under(None, sp.items[s]))
         per_example["dev_base"] = sp.base

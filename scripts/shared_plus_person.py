@@ -106,7 +106,7 @@ def main() -> None:
         if net is None:
             return tr._batched(n, lambda s: tr.nll_under(None, sp.items[s])).tolist()
         tr.hyper = net.eval()
-        f = (lambda u: sp.shuffled[u]) if shuffled else (lambda u: u)
+        f = sp.shuffled_key if shuffled else None
         with torch.no_grad():
             return tr._batched(n, lambda s: tr.losses(sp.examples[s], f, sp.items[s])).tolist()
 

@@ -94,3 +94,25 @@ def test_encode_cuts_the_examples_before_the_answer():
     assert ex.messages[1]["content"] not in prompt               # the least relevant went first
     plain = D.Example(ex.user, ex.task, ex.messages[-1:], ex.target, ex.profile)
     assert encode(tok, template, plain, 4096)[0][-len(answer):] == answer
+
+
+def test_a_request_is_put_to_all_of_the_owners_items_as_the_app_retrieves_them(embedder, tmp_path):
+    """request_profiles (train.py): a query's own request profile is what the app retrieves from all the author's
+    items, its shuffled twin the same request put to another author's items."""
+    u = _wide_user()
+    items = u["profile"] + u["queries"]
+    other = {"user": "other", "profile": items[3:9], "queries": []}
+    for owner in (u, other):
+        got = R.request_retrievals(u, owner, embedder.embed(D.profile_chunks(owner)), embedder, tmp_path)
+        assert set(got) == {f"{j}/{t}" for j in range(len(u["queries"])) for t in TASKS}
+        assert not list(tmp_path.glob("request.db*"))                    # its working store is gone
+        store = R.person_store(owner, embedder, tmp_path / f"fresh-{owner['user']}.db")
+        try:
+            for j, q in enumerate(u["queries"]):
+                for t in TASKS:
+                    want, _ = retrieval.examples(store, EMBEDDER_KEY, embedder.embed, t,
+                                                 retrieval.task_query(t, q["title"], q["text"]), R.RAG_K)
+                    assert got[f"{j}/{t}"] == [int(w["path"].removeprefix("item-")) for w in want], (owner["user"], t)
+                    assert len(got[f"{j}/{t}"]) == R.RAG_K < len(owner["profile"])
+        finally:
+            store.close()

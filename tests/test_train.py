@@ -122,7 +122,7 @@ def test_contrast_hinge_compares_with_another_users_adapter(tiny_cfg):
     assert all(other[u] != u for u in other) and tr.others(users) == other   # never oneself; resumable
     with torch.no_grad():
         own = tr.losses(batch)
-        theirs = tr.losses(batch, lambda u: other[u])
+        theirs = tr.losses(batch, lambda e: other[e.user])
         got = tr.step_loss(batch)
     assert not torch.allclose(own, theirs)        # another user's adapter really is another adapter
     # a margin this large keeps the hinge active on every example: own + (margin + own - theirs)
@@ -373,3 +373,74 @@ def test_rag_distill_pulls_bare_examples_toward_their_adapter_shown_the_retrieve
     tr.distill_seen.clear()
     tr.run(until=2)
     assert len(tr.distill_seen) == 2 and all(v > 0 for v in tr.distill_seen)     # logged, one per step
+
+
+def _wide_data(tmp_path: Path) -> Path:
+    """The sample users with seven profile items each, so retrieval (k = 4) picks a strict subset of them."""
+    from tests.conftest import sample_users, write_users
+    users = sample_users()
+    items = [u["queries"][0] for u in users]
+    wide = [dict(u, profile=[items[(i + j) % len(items)] for j in range(1, 8)]) for i, u in enumerate(users)]
+    return write_users(tmp_path / "wide.jsonl.gz", wide)
+
+
+def test_request_profiles_condition_each_example_on_the_items_retrieved_for_its_request(tiny_cfg, monkeypatch,
+                                                                                       tmp_path):
+    """request_profiles (issue 11, P2P's per-request profile): a leave-one-out example is conditioned on the items
+    the app retrieves for it from the author's other items, a query on those it retrieves from the author's items,
+    and its shuffled twin on the same request put to the next author's items; all cached, so the GPU machine
+    trains from the files alone; the export refuses such a run until the app makes an adapter per request."""
+    import numpy as np
+    from hypernet_onnx import data as D
+    from hypernet_onnx import rag_data as R
+    from hypernet_onnx.export import export
+    monkeypatch.setattr(D, "CACHE_DIR", tmp_path / "cache")
+    real_embed = D.embed_users
+    monkeypatch.setattr(D, "embed_users", lambda path, users, *a, **k: real_embed(path, users, *a, progress=False))
+    data = _wide_data(tmp_path)
+    base = dataclasses.replace(tiny_cfg, train_data=str(data), dev_data=str(data), out_dir=str(tmp_path / "req"))
+    with pytest.raises(SystemExit, match="needs loo"):
+        Trainer(dataclasses.replace(base, request_profiles=True), data.parent)
+    with pytest.raises(SystemExit, match="contrast"):
+        Trainer(dataclasses.replace(base, request_profiles=True, loo=True, contrast=1.0), data.parent)
+    cfg = dataclasses.replace(base, request_profiles=True, loo=True)
+    tr = Trainer(cfg, data.parent)
+    users = {u["user"]: u for u in D.load_users(data)}
+    emb = real_embed(data, list(users.values()))
+    assert tr.train and all(e.profile.endswith("/" + e.task) for e in tr.train)
+
+    loo = [e for e in tr.train if "#loo" in e.profile]
+    chosen = R.retrievals(data, [users[u] for u in sorted({e.user for e in loo})])
+    for ex in loo[:6]:
+        u, i = users[ex.user], int(ex.profile.split("#loo")[1].split("/")[0])
+        idx = chosen[ex.user][f"{i}/{ex.task}"]
+        assert i not in idx and 0 < len(idx) < len(u["profile"]) - 1       # a strict subset of the other items
+        assert np.allclose(tr.profiles[ex.profile], D.items_vector(u, emb[ex.user], idx, "mean"), atol=1e-6)
+        assert not np.allclose(tr.profiles[ex.profile], tr.profiles[D.loo_key(ex.user, i)], atol=1e-3)
+
+    sp = tr.splits["dev"]
+    assert len({e.profile for e in sp.examples}) == len(sp.examples)     # one profile per request
+    for e in sp.examples:
+        a, other = users[e.user], users[sp.shuffled[e.user]]
+        got = R.request_table(data, [(a, a), (a, other)])
+        own, theirs = got[(a["user"], a["user"])][f"0/{e.task}"], got[(a["user"], other["user"])][f"0/{e.task}"]
+        assert len(own) == R.RAG_K < len(a["profile"])
+        assert np.allclose(tr.profiles[e.profile], D.items_vector(a, emb[a["user"]], own, "mean"), atol=1e-6)
+        assert np.allclose(tr.profiles[sp.shuffled_key(e)], D.items_vector(other, emb[other["user"]], theirs, "mean"),
+                           atol=1e-6)
+    with torch.no_grad():                                    # away from zero, so own and shuffled adapters differ
+        for p in tr.hyper.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    r = tr.evaluate()
+    assert r["dev"] != r["dev_shuffled"]
+    tr.run(until=2)
+
+    def fail(*a, **k):
+        pytest.fail("request profiles must come from the cache")
+    for mod, name in ((R, "loo_retrievals"), (R, "request_retrievals"), (D, "embed_users")):
+        monkeypatch.setattr(mod, name, fail)
+    again = Trainer(dataclasses.replace(cfg, out_dir=str(tmp_path / "again")), data.parent)
+    assert [e.profile for e in again.train] == [e.profile for e in tr.train]
+    assert all(np.array_equal(again.profiles[e.profile], tr.profiles[e.profile]) for e in tr.train)
+    with pytest.raises(SystemExit, match="per-request profiles"):
+        export(tr.out / "ckpt.pt", tmp_path / "req.onnx")
