@@ -11,6 +11,9 @@
 #   (session 10's runs: PREFIX=v3gpu RUNS="res-kl1 mt-kl1 res res-kl3 res-kl1-lr5" bash scripts/gpu_issue11.sh train)
 #   (v4, prepared 2026-11-27: PREFIX=v4gpu RUNS="res-kl1-rag50 res-kl1-ml1024" (distill1 third, if three fit);
 #    their --prepare also writes the retrieved items, cache/rag-*.json, and the few-shot token ids)
+#   (an adapter per request, prepared 2026-11-28: --prepare v3gpu-res-kl1-req, v3gpu-res-kl1 and v3gpu-mt-kl1, pack,
+#    then PREFIX=v3gpu RUNS="res-kl1-req res-kl1 mt-kl1"; its --prepare writes cache/requests-*.npz, the vectors of
+#    the items retrieved for every request, so the GPU machine needs no retrieval)
 # runs/gpu3 holds: part, data/ (the first 1000 training authors, dev, PEPs, extra-train), cache/ (profile vectors
 # and token ids from `python -m hypernet_onnx.train --prepare`: no embedder there), whl/ (gguf, platformdirs...).
 # Back in $OUT: each run's best checkpoint (slim, fp16) and logs.tgz (logs, ood.json).
