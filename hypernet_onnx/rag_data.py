@@ -80,15 +80,26 @@ def loo_retrievals(user: dict, emb: np.ndarray, embedder, workdir: Path, k: int 
     for i, it in enumerate(items):
         store = person_store(user, cached, workdir / f"loo-{i}.db", leave_out=i)
         try:
-            for t in TASKS:
-                got, _ = retrieval.examples(store, EMBEDDER_KEY, cached.embed, t,
-                                            retrieval.task_query(t, it["title"], it["text"]), k)
-                out[f"{i}/{t}"] = [int(g["path"].removeprefix("item-")) for g in got]
+            out.update({f"{i}/{t}": idx for t, idx in _retrieved(store, cached, it, k).items()})
         finally:
-            store.close()
-            for f in workdir.glob(f"loo-{i}.db*"):
-                f.unlink()
+            _drop(store, workdir / f"loo-{i}.db")
     return out
+
+
+def _retrieved(store: Store, cached: CachedEmbedder, item: dict, k: int) -> dict[str, list[int]]:
+    """task -> the indices of the items the app retrieves from ``store`` when ``item`` is posed as that task."""
+    out = {}
+    for t in TASKS:
+        got, _ = retrieval.examples(store, EMBEDDER_KEY, cached.embed, t,
+                                    retrieval.task_query(t, item["title"], item["text"]), k)
+        out[t] = [int(g["path"].removeprefix("item-")) for g in got]
+    return out
+
+
+def _drop(store: Store, path: Path) -> None:
+    store.close()
+    for f in path.parent.glob(f"{path.name}*"):
+        f.unlink()
 
 
 def retrievals(path: Path, users: list[dict], k: int = RAG_K, save: bool = True) -> dict[str, dict[str, list[int]]]:
@@ -121,18 +132,11 @@ def request_retrievals(asker: dict, owner: dict, owner_emb: np.ndarray, embedder
     twin (the same request put to another author's documents). ``owner_emb``: the owner's chunk vectors."""
     cached = CachedEmbedder(embedder, dict(zip(D.profile_chunks(owner), owner_emb)))
     store = person_store(owner, cached, workdir / "request.db")
-    out = {}
     try:
-        for j, q in enumerate(asker["queries"]):
-            for t in TASKS:
-                got, _ = retrieval.examples(store, EMBEDDER_KEY, cached.embed, t,
-                                            retrieval.task_query(t, q["title"], q["text"]), k)
-                out[f"{j}/{t}"] = [int(g["path"].removeprefix("item-")) for g in got]
+        return {f"{j}/{t}": idx for j, q in enumerate(asker["queries"])
+                for t, idx in _retrieved(store, cached, q, k).items()}
     finally:
-        store.close()
-        for f in workdir.glob("request.db*"):
-            f.unlink()
-    return out
+        _drop(store, workdir / "request.db")
 
 
 def request_table(path: Path, pairs: list[tuple[dict, dict]], k: int = RAG_K, save: bool = True
