@@ -21,7 +21,7 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 
@@ -161,9 +161,25 @@ def make_split(users: list[dict], tokens: TokenCache, encode: Encode) -> Split:
 def keyed_by_query(exs: list[D.Example], users: list[dict]) -> list[D.Example]:
     """data.examples rows (user, query j, task, in that order) with the profile key of their own request."""
     js = [(u["user"], j) for u in users for j, _ in enumerate(u["queries"]) for _ in TASKS]
-    if [(e.user) for e in exs] != [u for u, _ in js]:
+    if [e.user for e in exs] != [u for u, _ in js]:
         raise AssertionError("data.examples and keyed_by_query disagree on the examples' order")
     return [replace(e, profile=D.request_key(D.query_key(u, j), e.task)) for e, (u, j) in zip(exs, js)]
+
+
+class _Request(NamedTuple):
+    """One request profile ``request_profiles`` needs: its key and tag, and where its items come from."""
+    key: str
+    tag: str
+    kind: str            # "loo": from the asker's other items; "query": from all of the owner's items
+    asker: dict
+    owner: dict
+    index: int           # the loo item or the query
+    task: str
+    fallback: str        # the whole profile's key, for a request that retrieves nothing
+
+    @property
+    def cached(self) -> str:
+        return f"{self.key}@{self.tag}"
 
 
 def request_profiles(cfg: TrainConfig, paths: dict[str, Path], users: dict[str, list[dict]],
@@ -186,30 +202,32 @@ def request_profiles(cfg: TrainConfig, paths: dict[str, Path], users: dict[str, 
     out: dict[str, np.ndarray] = {}
     dirty = False
     for k, p in paths.items():
-        wanted = []        # (key, tag, owner, (kind, asker, item or query index, task, fallback key))
+        wanted: list[_Request] = []
         if cfg.loo and k in ("train", "extra"):
-            wanted += [(D.request_key(D.loo_key(u["user"], i), t), tag(u["profile"]), u,
-                        ("loo", u, i, t, D.loo_key(u["user"], i)))
-                       for u in users[k] if len(u["profile"]) > 1 for i in range(len(u["profile"])) for t in TASKS]
+            for u in users[k]:
+                if len(u["profile"]) > 1:
+                    t_ = tag(u["profile"])
+                    wanted += [_Request(D.request_key(D.loo_key(u["user"], i), t), t_, "loo", u, u, i, t,
+                                        D.loo_key(u["user"], i)) for i in range(len(u["profile"])) for t in TASKS]
         for a, o in pairs.get(k, []):
-            own = a["user"] == o["user"]
-            wanted += [(D.request_key(D.query_key(a["user"], j), t) + ("" if own else f">{o['user']}"),
-                        tag(a["queries"], o["profile"]), o, ("query", a, j, t, o["user"]))
+            t_, twin = tag(a["queries"], o["profile"]), "" if a["user"] == o["user"] else f">{o['user']}"
+            wanted += [_Request(D.request_key(D.query_key(a["user"], j), t) + twin, t_, "query", a, o, j, t, o["user"])
                        for j in range(len(a["queries"])) for t in TASKS]
-        missing = [w for w in wanted if f"{w[0]}@{w[1]}" not in table]
+        missing = [w for w in wanted if w.cached not in table]
         if missing:
-            askers = list({w[3][1]["user"]: w[3][1] for w in missing if w[3][0] == "loo"}.values())
+            askers = list({w.asker["user"]: w.asker for w in missing if w.kind == "loo"}.values())
             chosen = R.retrievals(p, askers, save=save) if askers else {}
-            qpairs = list({(w[3][1]["user"], w[2]["user"]): (w[3][1], w[2]) for w in missing
-                           if w[3][0] == "query"}.values())
+            qpairs = list({(w.asker["user"], w.owner["user"]): (w.asker, w.owner) for w in missing
+                           if w.kind == "query"}.values())
             asked = R.request_table(p, qpairs, save=save) if qpairs else {}
-            emb = D.embed_users(p, list({w[2]["user"]: w[2] for w in missing}.values()))
-            for key, t_, owner, (kind, a, j, t, fallback) in missing:
-                idx = chosen[a["user"]][f"{j}/{t}"] if kind == "loo" else asked[(a["user"], owner["user"])][f"{j}/{t}"]
-                table[f"{key}@{t_}"] = (D.items_vector(owner, emb[owner["user"]], idx, cfg.pooling) if idx
-                                        else whole[fallback])
+            emb = D.embed_users(p, list({w.owner["user"]: w.owner for w in missing}.values()))
+            for w in missing:
+                got = chosen[w.asker["user"]] if w.kind == "loo" else asked[(w.asker["user"], w.owner["user"])]
+                idx = got[f"{w.index}/{w.task}"]
+                table[w.cached] = (D.items_vector(w.owner, emb[w.owner["user"]], idx, cfg.pooling) if idx
+                                   else whole[w.fallback])
             dirty = True
-        out.update({key: table[f"{key}@{t_}"] for key, t_, *_ in wanted})
+        out.update({w.key: table[w.cached] for w in wanted})
     if dirty and save:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path.with_suffix(".tmp.npz"), **table)

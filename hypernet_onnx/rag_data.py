@@ -16,6 +16,7 @@ import hashlib
 import json
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -105,24 +106,40 @@ def _drop(store: Store, path: Path) -> None:
 def retrievals(path: Path, users: list[dict], k: int = RAG_K, save: bool = True) -> dict[str, dict[str, list[int]]]:
     """user id -> loo_retrievals, cached in one file per data file, embedder graph and k; each user's entry is
     tagged with a hash of their profile items, so a changed record is retrieved again."""
+    many = [u for u in users if len(u["profile"]) > 1]
+    tags = {u["user"]: f"{u['user']}@{_hash(u['profile'])}" for u in many}
+    table = _cached_table("rag", path, k, save, f"retrieving {Path(path).name}", {
+        tags[u["user"]]: (u, lambda emb, embedder, tmp, u=u: loo_retrievals(u, emb, embedder, tmp, k)) for u in many})
+    return {u["user"]: table[tags[u["user"]]] for u in many}
+
+
+def _hash(x) -> str:
+    return hashlib.sha256(json.dumps(x).encode()).hexdigest()[:10]
+
+
+def _cached_table(kind: str, path: Path, k: int, save: bool, desc: str, jobs: dict[str, tuple[dict, Callable]]
+                  ) -> dict:
+    """tag -> result of ``jobs[tag] = (owner, job)``, kept in one JSON file per kind, data file, embedder graph and
+    k; a missing tag runs ``job(owner's chunk vectors, embedder, workdir)``, and the file is written every 50 jobs
+    (resumable: a block at a time)."""
     from app.models import EMBEDDER_SHA256
-    cache = D.CACHE_DIR / f"rag-{Path(path).name.split('.')[0]}-{EMBEDDER_SHA256[:12]}-k{k}.json"
+    cache = D.CACHE_DIR / f"{kind}-{Path(path).name.split('.')[0]}-{EMBEDDER_SHA256[:12]}-k{k}.json"
     table = json.loads(cache.read_text()) if cache.is_file() else {}
-    tag = {u["user"]: hashlib.sha256(json.dumps(u["profile"]).encode()).hexdigest()[:10] for u in users}
-    missing = [u for u in users if len(u["profile"]) > 1 and f"{u['user']}@{tag[u['user']]}" not in table]
+    missing = [t for t in jobs if t not in table]
     if missing:
         from tqdm import tqdm
         from app.embed import Embedder
-        emb = D.embed_users(path, missing)
+        emb = D.embed_users(path, list({jobs[t][0]["user"]: jobs[t][0] for t in missing}.values()))
         embedder = Embedder()
         with tempfile.TemporaryDirectory() as tmp:
-            for n, u in enumerate(tqdm(missing, desc=f"retrieving {Path(path).name}")):
-                table[f"{u['user']}@{tag[u['user']]}"] = loo_retrievals(u, emb[u["user"]], embedder, Path(tmp), k)
-                if save and (n % 50 == 49 or n == len(missing) - 1):       # resumable: a block at a time
+            for n, t in enumerate(tqdm(missing, desc=desc)):
+                owner, job = jobs[t]
+                table[t] = job(emb[owner["user"]], embedder, Path(tmp))
+                if save and (n % 50 == 49 or n == len(missing) - 1):
                     cache.parent.mkdir(parents=True, exist_ok=True)
                     cache.with_suffix(".tmp").write_text(json.dumps(table))
                     cache.with_suffix(".tmp").replace(cache)
-    return {u["user"]: table[f"{u['user']}@{tag[u['user']]}"] for u in users if len(u["profile"]) > 1}
+    return table
 
 
 def request_retrievals(asker: dict, owner: dict, owner_emb: np.ndarray, embedder, workdir: Path, k: int = RAG_K
@@ -143,28 +160,11 @@ def request_table(path: Path, pairs: list[tuple[dict, dict]], k: int = RAG_K, sa
                   ) -> dict[tuple[str, str], dict[str, list[int]]]:
     """(asker id, owner id) -> request_retrievals, both authors from the data file ``path``; cached like
     ``retrievals``, each entry tagged with a hash of the asker's queries and the owner's items."""
-    from app.models import EMBEDDER_SHA256
-    cache = D.CACHE_DIR / f"ragq-{Path(path).name.split('.')[0]}-{EMBEDDER_SHA256[:12]}-k{k}.json"
-    table = json.loads(cache.read_text()) if cache.is_file() else {}
-
-    def tag(asker, owner):
-        blob = json.dumps([asker["queries"], owner["profile"]]).encode()
-        return f"{asker['user']}>{owner['user']}@{hashlib.sha256(blob).hexdigest()[:10]}"
-    missing = [(a, o) for a, o in pairs if tag(a, o) not in table]
-    if missing:
-        from tqdm import tqdm
-        from app.embed import Embedder
-        owners = list({o["user"]: o for _, o in missing}.values())
-        emb = D.embed_users(path, owners)
-        embedder = Embedder()
-        with tempfile.TemporaryDirectory() as tmp:
-            for n, (a, o) in enumerate(tqdm(missing, desc=f"retrieving requests of {Path(path).name}")):
-                table[tag(a, o)] = request_retrievals(a, o, emb[o["user"]], embedder, Path(tmp), k)
-                if save and (n % 50 == 49 or n == len(missing) - 1):
-                    cache.parent.mkdir(parents=True, exist_ok=True)
-                    cache.with_suffix(".tmp").write_text(json.dumps(table))
-                    cache.with_suffix(".tmp").replace(cache)
-    return {(a["user"], o["user"]): table[tag(a, o)] for a, o in pairs}
+    tags = {(a["user"], o["user"]): f"{a['user']}>{o['user']}@{_hash([a['queries'], o['profile']])}" for a, o in pairs}
+    table = _cached_table("ragq", path, k, save, f"retrieving requests of {Path(path).name}", {
+        tags[(a["user"], o["user"])]: (o, lambda emb, embedder, tmp, a=a, o=o:
+                                       request_retrievals(a, o, emb, embedder, tmp, k)) for a, o in pairs})
+    return {key: table[t] for key, t in tags.items()}
 
 
 def rag_loo_examples(users: list[dict], chosen: dict[str, dict[str, list[int]]], tasks=TASKS) -> list[D.Example]:

@@ -39,11 +39,8 @@ from hypernet_onnx import data as D
 
 def halves(user: dict, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Profile vectors of the even- and odd-numbered items (oldest first), pooled over chunks as the app does."""
-    counts = [len(c) for c in D.item_chunks(user)]
-    ends = np.cumsum(counts)
-    rows = [emb[e - n:e] for n, e in zip(counts, ends)]
-    return (profile_vector(np.concatenate(rows[0::2]).astype(np.float32)),
-            profile_vector(np.concatenate(rows[1::2]).astype(np.float32)))
+    n = len(user["profile"])
+    return D.items_vector(user, emb, range(0, n, 2), "mean"), D.items_vector(user, emb, range(1, n, 2), "mean")
 
 
 def fit(vectors: np.ndarray, eps: float = 1e-3) -> dict:
