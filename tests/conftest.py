@@ -30,6 +30,13 @@ def sample_users() -> list[dict]:
             for i in range(len(items))]
 
 
+def wide_users() -> list[dict]:
+    """The sample users with seven profile items each, so retrieval (k = 4) picks a strict subset of them."""
+    users = sample_users()
+    items = [u["queries"][0] for u in users]
+    return [dict(u, profile=[items[(i + j) % len(items)] for j in range(1, 8)]) for i, u in enumerate(users)]
+
+
 def write_users(path: Path, users: list[dict]) -> Path:
     import gzip
     import json

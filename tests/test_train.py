@@ -376,12 +376,8 @@ def test_rag_distill_pulls_bare_examples_toward_their_adapter_shown_the_retrieve
 
 
 def _wide_data(tmp_path: Path) -> Path:
-    """The sample users with seven profile items each, so retrieval (k = 4) picks a strict subset of them."""
-    from tests.conftest import sample_users, write_users
-    users = sample_users()
-    items = [u["queries"][0] for u in users]
-    wide = [dict(u, profile=[items[(i + j) % len(items)] for j in range(1, 8)]) for i, u in enumerate(users)]
-    return write_users(tmp_path / "wide.jsonl.gz", wide)
+    from tests.conftest import wide_users, write_users
+    return write_users(tmp_path / "wide.jsonl.gz", wide_users())
 
 
 def test_request_profiles_condition_each_example_on_the_items_retrieved_for_its_request(tiny_cfg, monkeypatch,
