@@ -158,12 +158,18 @@ def make_split(users: list[dict], tokens: TokenCache, encode: Encode) -> Split:
     return Split(exs, tokens.get(exs, encode), shuffled, dict(shuffled))
 
 
-def keyed_by_query(exs: list[D.Example], users: list[dict]) -> list[D.Example]:
-    """data.examples rows (user, query j, task, in that order) with the profile key of their own request."""
+def query_indices(exs: list[D.Example], users: list[dict]) -> list[int]:
+    """Which of its author's queries each data.examples row (user, query j, task, in that order) poses."""
     js = [(u["user"], j) for u in users for j, _ in enumerate(u["queries"]) for _ in TASKS]
     if [e.user for e in exs] != [u for u, _ in js]:
-        raise AssertionError("data.examples and keyed_by_query disagree on the examples' order")
-    return [replace(e, profile=D.request_key(D.query_key(u, j), e.task)) for e, (u, j) in zip(exs, js)]
+        raise AssertionError("data.examples and the users' queries disagree on the examples' order")
+    return [j for _, j in js]
+
+
+def keyed_by_query(exs: list[D.Example], users: list[dict]) -> list[D.Example]:
+    """data.examples rows with the profile key of their own request."""
+    return [replace(e, profile=D.request_key(D.query_key(e.user, j), e.task))
+            for e, j in zip(exs, query_indices(exs, users))]
 
 
 class _Request(NamedTuple):

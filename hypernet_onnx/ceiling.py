@@ -37,8 +37,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from hypernet_onnx import caches as C
 from app.prompts import TASKS, task_messages, task_target, with_examples
+from hypernet_onnx import caches as C
 from hypernet_onnx import data as D
 from hypernet_onnx import rag_data as R
 from hypernet_onnx.frozen_base import collate, encode, example_losses, load_base
@@ -112,11 +112,8 @@ def per_request(users: list[dict], split: C.Split, path: Path, tasks=TASKS, quer
     as the request's task, the adapter made for that request and nothing else."""
     by = {u["user"]: u for u in users}
     asked = R.request_table(path, [(u, o) for u in users for o in (u, by[split.shuffled[u["user"]]])])
-    js = [j for u in users for j, _ in enumerate(u["queries"]) for _ in TASKS]       # data.examples' order
-    if len(js) != len(split.examples):
-        raise AssertionError("data.examples and the queries disagree on the examples' order")
     s = Slots(0, [], [], [])
-    for ex, j in zip(split.examples, js):
+    for ex, j in zip(split.examples, C.query_indices(split.examples, users)):
         if ex.task not in tasks or (queries is not None and j >= queries):
             continue
         s.examples.append(ex)
