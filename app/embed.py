@@ -1,10 +1,15 @@
 """Sentence embeddings on the device: all-MiniLM-L6-v2 through onnxruntime.
 
 The graph (exported by hypernet_onnx.export_embedder) already mean-pools and
-normalises, so this module only tokenizes and batches. Texts are sorted by
-length before batching so short chunks do not pay for long ones' padding; small
-batches (8) measured faster than 32 here (cache-friendly activations), and the
-int8 graph is what makes it >2x sentence-transformers (`tailor bench`).
+normalises, so this module only tokenizes and runs it, one text per run. The
+int8 graph quantizes its activations with one scale per tensor, so in a batch a
+text's vector depended on its batchmates (cosine down to 0.995 between the same
+chunk alone and among others): a document imported with others got another
+vector than alone, and the evaluation's cached vectors could rank two near-tied
+items otherwise than the app's store. Alone, a text's vector is a function of
+the text: as fast here as batches of 8 (38-39 chunks/s on 400 dev chunks, 2
+cores, no padding to pay), and the int8 graph is what makes it >2x
+sentence-transformers (`tailor bench`).
 """
 from __future__ import annotations
 
@@ -13,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import EMBEDDER_KEY, embedder_files
+from .models import EMBEDDER_KEY, EMBEDDER_SHA256, embedder_files
 
 MAX_TOKENS = 256   # sentence-transformers' max_seq_length for this model
 DIM = 384
+VECTORS_ID = f"{EMBEDDER_SHA256[:12]}-b1"   # what a vector depends on (graph, one text per run): caches' key
 
 
 def _session(onnx_path: Path, threads: int | None):
@@ -33,7 +39,7 @@ class Embedder:
 
     id = EMBEDDER_KEY
 
-    def __init__(self, threads: int | None = None, batch_size: int = 8):
+    def __init__(self, threads: int | None = None, batch_size: int = 1):
         from tokenizers import Tokenizer
         onnx_path, tok_path = embedder_files()
         self.tokenizer = Tokenizer.from_file(str(tok_path))

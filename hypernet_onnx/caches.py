@@ -87,8 +87,8 @@ def profile_vectors(c: TrainConfig, paths: dict[str, Path], users: dict[str, lis
     chunks. They are kept in one table per embedder graph and pooling, each entry tagged with a hash of the
     user's profile items (a changed record is never served an old vector), so a machine without the embedder
     (the GPU machine) trains from the file alone and runs on other user sets add to the same file."""
-    from app.models import EMBEDDER_SHA256
-    path = D.CACHE_DIR / f"profiles-{EMBEDDER_SHA256[:12]}-{c.pooling}.npz"
+    from app.embed import VECTORS_ID
+    path = D.CACHE_DIR / f"profiles-{VECTORS_ID}-{c.pooling}.npz"
     table = dict(np.load(path)) if path.is_file() else {}
     out: dict[str, np.ndarray] = {}
     dirty = False
@@ -198,9 +198,9 @@ def request_profiles(cfg: TrainConfig, paths: dict[str, Path], users: dict[str, 
     and every query of ``pairs`` (asker, owner): the asker's request put to the owner's items, the owner being the
     asker or, for a shuffled twin, another author (key suffix ``>owner``). A request that retrieves nothing gets
     the whole profile it was put to, as the app would. Vectors are cached like ``profile_vectors``."""
-    from app.models import EMBEDDER_SHA256
+    from app.embed import VECTORS_ID
     from hypernet_onnx import rag_data as R
-    path = D.CACHE_DIR / f"requests-{EMBEDDER_SHA256[:12]}-{cfg.pooling}-k{R.RAG_K}.npz"
+    path = D.CACHE_DIR / f"requests-{VECTORS_ID}-{cfg.pooling}-k{R.RAG_K}.npz"
     table = dict(np.load(path)) if path.is_file() else {}
 
     def tag(*xs) -> str:

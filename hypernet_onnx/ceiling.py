@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from app.prompts import TASKS, task_messages, task_target, with_examples
+from app.prompts import TASKS, with_examples
 from hypernet_onnx import caches as C
 from hypernet_onnx import data as D
 from hypernet_onnx import rag_data as R
@@ -120,8 +120,7 @@ def per_request(users: list[dict], split: C.Split, path: Path, tasks=TASKS, quer
         for side, owner in (("own", by[ex.user]), ("other", by[split.shuffled[ex.user]])):
             items = [owner["profile"][i] for i in asked[(ex.user, owner["user"])][f"{j}/{ex.task}"]]
             getattr(s, side).append(s.n)
-            s.train += [D.Example(owner["user"], ex.task, task_messages(ex.task, it["title"], it["text"]),
-                                  task_target(ex.task, it["title"], it["text"])) for it in items]
+            s.train += [D.item_example(owner["user"], ex.task, it) for it in items]
             s.train_slot += [s.n] * len(items)
             s.shown.setdefault(side, []).append(
                 replace(ex, messages=with_examples(ex.task, ex.messages, [R.stored_item(it) for it in items])))

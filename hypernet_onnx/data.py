@@ -18,7 +18,7 @@ import numpy as np
 from app.chunking import chunk_document
 from app.models import sha256_file
 from app.profile import profile_vector
-from app.prompts import TASKS, task_messages, task_target
+from app.prompts import TASKS, task_messages, task_target, with_examples
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 CACHE_DIR = Path(__file__).resolve().parent.parent / "runs" / "cache"
@@ -54,10 +54,9 @@ def embed_users(path: Path, users: list[dict], embedder=None, progress: bool = T
     The cache is keyed by the embedder graph's hash too, so training always sees the embeddings the app
     computes (a new graph, e.g. the int8 one, starts a new cache instead of reusing another graph's)."""
     from tqdm import tqdm
-    from app.models import EMBEDDER_SHA256
+    from app.embed import VECTORS_ID    # the only graph the app (app.models.embedder_files) accepts, run as it runs
     out: dict[str, np.ndarray] = {}
-    graph = EMBEDDER_SHA256[:12]       # the only graph the app (app.models.embedder_files) and this loader accept
-    cache = CACHE_DIR / f"{Path(path).name.split('.')[0]}-{graph}"
+    cache = CACHE_DIR / f"{Path(path).name.split('.')[0]}-{VECTORS_ID}"
     cache.mkdir(parents=True, exist_ok=True)
     blocks = range(0, len(users), BLOCK)
     for start in tqdm(blocks, desc=f"embedding {Path(path).name}", disable=not progress):
@@ -95,10 +94,19 @@ class Example:
         return hashlib.sha256(json.dumps([self.task, self.messages, self.target]).encode()).hexdigest()[:24]
 
 
+def item_example(user: str, task: str, item: dict, profile: str = "", shown: list[dict] | None = None) -> Example:
+    """One item posed as ``task`` (the app's prompts), after the worked examples ``shown`` where given
+    (prompts.with_examples, as the app prompts a task request with retrieval on): every trainer and scorer poses
+    items through here, so they all pose them alike."""
+    msgs = task_messages(task, item["title"], item["text"])
+    if shown is not None:
+        msgs = with_examples(task, msgs, shown)
+    return Example(user, task, msgs, task_target(task, item["title"], item["text"]), profile)
+
+
 def examples(users: list[dict], tasks=TASKS) -> list[Example]:
     """Each query item posed as each task."""
-    return [Example(u["user"], t, task_messages(t, q["title"], q["text"]), task_target(t, q["title"], q["text"]))
-            for u in users for q in u["queries"] for t in tasks]
+    return [item_example(u["user"], t, q) for u in users for q in u["queries"] for t in tasks]
 
 
 def loo_key(user: str, item: int) -> str:
@@ -108,8 +116,7 @@ def loo_key(user: str, item: int) -> str:
 def loo_examples(users: list[dict], tasks=TASKS) -> list[Example]:
     """Leave-one-out: every profile item posed as each task, conditioned on the profile without that item
     (``loo_key``). 4-5x the examples of the queries alone, and the target is never inside its own profile."""
-    return [Example(u["user"], t, task_messages(t, it["title"], it["text"]), task_target(t, it["title"], it["text"]),
-                    profile=loo_key(u["user"], i))
+    return [item_example(u["user"], t, it, loo_key(u["user"], i))
             for u in users if len(u["profile"]) > 1 for i, it in enumerate(u["profile"]) for t in tasks]
 
 

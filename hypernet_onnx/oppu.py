@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from app.lora_gguf import LoraAdapter
-from app.prompts import TASKS, task_messages, task_target
+from app.prompts import TASKS
 from hypernet_onnx import data as D
 from hypernet_onnx.frozen_base import collate, encode, example_losses, load_base
 from hypernet_onnx.train import TrainConfig
@@ -40,8 +40,7 @@ class OPPUTrainer:
         for p in params:
             p.requires_grad_(True)
         opt = torch.optim.AdamW(params, lr=self.lr)
-        exs = [D.Example(user["user"], t, task_messages(t, it["title"], it["text"]),
-                         task_target(t, it["title"], it["text"])) for it in user["profile"] for t in TASKS]
+        exs = [D.item_example(user["user"], t, it) for it in user["profile"] for t in TASKS]
         rng = np.random.default_rng(self.seed)
         self.model.train()
         for _ in range(self.steps):

@@ -24,7 +24,7 @@ from app import retrieval
 from app.chunking import chunk_document
 from app.embed import embed_chunks
 from app.models import EMBEDDER_KEY
-from app.prompts import TASKS, task_messages, task_target, with_examples
+from app.prompts import TASKS
 from app.store import Store
 from hypernet_onnx import data as D
 
@@ -122,8 +122,8 @@ def _cached_table(kind: str, path: Path, k: int, save: bool, desc: str, jobs: di
     """tag -> result of ``jobs[tag] = (owner, job)``, kept in one JSON file per kind, data file, embedder graph and
     k; a missing tag runs ``job(owner's chunk vectors, embedder, workdir)``, and the file is written every 50 jobs
     (resumable: a block at a time)."""
-    from app.models import EMBEDDER_SHA256
-    cache = D.CACHE_DIR / f"{kind}-{Path(path).name.split('.')[0]}-{EMBEDDER_SHA256[:12]}-k{k}.json"
+    from app.embed import VECTORS_ID
+    cache = D.CACHE_DIR / f"{kind}-{Path(path).name.split('.')[0]}-{VECTORS_ID}-k{k}.json"
     table = json.loads(cache.read_text()) if cache.is_file() else {}
     missing = [t for t in jobs if t not in table]
     if missing:
@@ -177,6 +177,5 @@ def rag_loo_examples(users: list[dict], chosen: dict[str, dict[str, list[int]]],
         for i, it in enumerate(u["profile"]):
             for t in tasks:
                 shown = [stored_item(u["profile"][j]) for j in chosen[u["user"]][f"{i}/{t}"]]
-                out.append(D.Example(u["user"], t, with_examples(t, task_messages(t, it["title"], it["text"]), shown),
-                                     task_target(t, it["title"], it["text"]), profile=D.loo_key(u["user"], i)))
+                out.append(D.item_example(u["user"], t, it, D.loo_key(u["user"], i), shown))
     return out

@@ -21,6 +21,20 @@ def test_onnx_embeddings_match_sentence_transformers(embedder):
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-4)
 
 
+def test_a_texts_vector_does_not_depend_on_what_is_embedded_with_it(embedder):
+    """The int8 graph scales activations per tensor: batched, a chunk's vector moved with its batchmates (cosine
+    0.995), so a document got another vector when imported with others, and retrieval could order near-ties
+    otherwise than the cached vectors the evaluation used."""
+    chunks = []
+    for p in sorted(SAMPLES.glob("*/*.md"))[:4]:
+        d = ingest.extract(p)
+        chunks += chunk_document(d.title, d.text)
+    together = embedder.embed(chunks)
+    for i, c in enumerate(chunks):
+        assert np.array_equal(embedder.embed([c])[0], together[i]), i
+        assert np.array_equal(embedder.embed([c, "a short other text", "x " * 200])[0], together[i]), i
+
+
 def test_empty_input(embedder):
     assert embedder.embed([]).shape == (0, 384)
 
