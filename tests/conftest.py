@@ -52,6 +52,17 @@ def sample_data(tmp_path_factory) -> Path:
     return write_users(tmp_path_factory.mktemp("sample-data") / "samples.jsonl.gz", sample_users())
 
 
+@pytest.fixture(scope="module")
+def tiny_cfg(tmp_path_factory, sample_data):
+    """configs/tiny.toml (a tiny random llama) on the sample users (an absolute data path is used as it is, not
+    under ../shared/data)."""
+    import dataclasses
+    from hypernet_onnx.train import TrainConfig
+    cfg = TrainConfig.load(REPO / "hypernet_onnx/configs/tiny.toml")
+    return dataclasses.replace(cfg, out_dir=str(tmp_path_factory.mktemp("tiny")), train_data=str(sample_data),
+                               dev_data=str(sample_data))
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     h = tmp_path / "tailor-home"

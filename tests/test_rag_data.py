@@ -74,12 +74,10 @@ def test_rag_examples_pose_each_loo_example_after_its_retrieved_items():
         assert r.key() != p.key()                                   # its own tokens in the token cache
 
 
-def test_encode_cuts_the_examples_before_the_answer():
+def test_encode_cuts_the_examples_before_the_answer(tiny_cfg):
     """A long few-shot prompt loses its least relevant examples (first) before the answer loses a token."""
     from hypernet_onnx.frozen_base import encode, load_base
-    from hypernet_onnx.train import TrainConfig
-    from tests.test_train import CONFIG
-    _, tok, template, _ = load_base(TrainConfig.load(CONFIG))
+    _, tok, template, _ = load_base(tiny_cfg)
     u = _wide_user()
     chosen = {"wide": {f"{i}/{t}": [j for j in range(len(u["profile"])) if j != i][:4]
                        for i in range(len(u["profile"])) for t in TASKS}}

@@ -6,17 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hypernet_onnx.train import TrainConfig, Trainer
-
-CONFIG = Path(__file__).resolve().parent.parent / "hypernet_onnx/configs/tiny.toml"
-
-
-@pytest.fixture(scope="module")
-def tiny_cfg(tmp_path_factory, sample_data):
-    """tiny.toml on the sample users (an absolute data path is used as it is, not under ../shared/data)."""
-    cfg = TrainConfig.load(CONFIG)
-    return dataclasses.replace(cfg, out_dir=str(tmp_path_factory.mktemp("tiny")), train_data=str(sample_data),
-                               dev_data=str(sample_data))
+from hypernet_onnx.train import Trainer
 
 
 def test_gradients_reach_every_head(tiny_cfg):
@@ -71,7 +61,8 @@ def test_until_stops_at_a_step_with_the_full_schedule(tiny_cfg):
 
 
 def test_embedding_cache_is_per_embedder_graph(tmp_path, monkeypatch, sample_data):
-    """Training must see what the app computes: another embedder graph never reuses a cached block."""
+    """Training must see what the app computes: another embedder graph (or way of running it) never reuses a
+    cached block."""
     import numpy as np
     from hypernet_onnx import data as D
 
@@ -88,7 +79,7 @@ def test_embedding_cache_is_per_embedder_graph(tmp_path, monkeypatch, sample_dat
     D.embed_users(path, users, Counting(), progress=False)
     D.embed_users(path, users, Counting(), progress=False)
     assert Counting.calls == 1                                   # same graph: served from the cache
-    monkeypatch.setattr("app.models.EMBEDDER_SHA256", "another-graph-hash")
+    monkeypatch.setattr("app.embed.VECTORS_ID", "another-graph-hash")
     D.embed_users(path, users, Counting(), progress=False)
     assert Counting.calls == 2 and len(list(tmp_path.iterdir())) == 2
 
