@@ -27,6 +27,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -54,39 +55,15 @@ def guided_nll(with_ctx: torch.Tensor, without: torch.Tensor, tgt: torch.Tensor,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hypernet", type=Path, default=REPO / "assets/hypernet/hypernet.onnx")
-    ap.add_argument("--config", type=Path, default=REPO / "hypernet_onnx/configs/small.toml",
-                    help="the shipped file's training config (rank, alpha, modules, pooling)")
-    ap.add_argument("--data", type=Path, default=D.DATA_DIR / "mlpapers-dev.jsonl.gz")
-    ap.add_argument("--users", type=int, default=30)
-    ap.add_argument("--skip", type=int, default=0, help="start at this author of the file")
-    ap.add_argument("--queries", type=int, default=1, help="the first N queries of each author, each as both tasks")
+    add_arguments(ap)
     ap.add_argument("--weights", default="0,0.25,0.5,1")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--generate", default="", help="tasks to also decode greedily and score by ROUGE-L (own side)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
     weights = [float(x) for x in a.weights.split(",")]
-    cfg = dataclasses.replace(TrainConfig.load(a.config), max_len=FULL_LEN)
-    model, tok, template, spec = load_base(cfg)
-    users = D.load_users(a.data, a.skip + a.users)[a.skip:]
-    enc = lambda ex: encode(tok, template, ex, FULL_LEN)                       # noqa: E731
-    tokens = C.TokenCache(D.CACHE_DIR / C.TokenCache.name(spec.tokenizer_sha, template, FULL_LEN))
-    split = C.make_split(users, tokens, enc)
-    slots = ceiling.per_request(users, split, a.data, queries=a.queries)
-    profiles = D.profile_inputs(D.embed_users(a.data, users), cfg.pooling)
-    hyper = OnnxHyper(a.hypernet, tuple(cfg.modules), cfg.alpha / cfg.rank)
-    wrappers = attach_lora(model, tuple(cfg.modules))
-    pad = tok.pad_token_id or 0
-
-    @torch.no_grad()
-    def logp(item, owner: str | None):
-        """(log-probs (A, V), targets (A,)) of one example's answer under owner's adapter (None: the base)."""
-        set_lora(wrappers, None if owner is None else hyper(torch.tensor(profiles[owner])[None]), hyper.scale)
-        logits, tgt, lm = next_token_logits(model, *collate([item], pad))
-        keep = lm[0] > 0
-        return F.log_softmax(logits[0][keep].float(), -1), tgt[0][keep]
+    s = setup(a)
+    model, tok, enc, split, slots, profiles, hyper, wrappers, logp = (
+        s.model, s.tok, s.enc, s.split, s.slots, s.profiles, s.hyper, s.wrappers, s.logp)
 
     rows, t0 = [], time.time()
     for i, ex in enumerate(slots.examples):
@@ -121,6 +98,47 @@ def main() -> None:
         print(rouge_report(gen))
 
 
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The arguments ``setup`` reads."""
+    ap.add_argument("--hypernet", type=Path, default=REPO / "assets/hypernet/hypernet.onnx")
+    ap.add_argument("--config", type=Path, default=REPO / "hypernet_onnx/configs/small.toml",
+                    help="the shipped file's training config (rank, alpha, modules, pooling)")
+    ap.add_argument("--data", type=Path, default=D.DATA_DIR / "mlpapers-dev.jsonl.gz")
+    ap.add_argument("--users", type=int, default=30)
+    ap.add_argument("--skip", type=int, default=0, help="start at this author of the file")
+    ap.add_argument("--queries", type=int, default=1, help="the first N queries of each author, each as both tasks")
+    ap.add_argument("--threads", type=int, default=2)
+
+
+def setup(a) -> SimpleNamespace:
+    """What the person scripts share: the base model with LoRA slots, the shipped hypernetwork, the dev split of the
+    first ``a.users`` authors after ``a.skip`` of ``a.data``, their requests with the items the app's retrieval picks
+    (own and the next author's: ceiling.per_request), profile vectors, and ``logp(example, owner)`` ->
+    (log-probs (A, V), answer targets (A,)) under owner's adapter (None: the base model)."""
+    torch.set_num_threads(a.threads)
+    cfg = dataclasses.replace(TrainConfig.load(a.config), max_len=FULL_LEN)
+    model, tok, template, spec = load_base(cfg)
+    users = D.load_users(a.data, a.skip + a.users)[a.skip:]
+    enc = lambda ex: encode(tok, template, ex, FULL_LEN)                       # noqa: E731
+    tokens = C.TokenCache(D.CACHE_DIR / C.TokenCache.name(spec.tokenizer_sha, template, FULL_LEN))
+    split = C.make_split(users, tokens, enc)
+    slots = ceiling.per_request(users, split, a.data, queries=a.queries)
+    profiles = D.profile_inputs(D.embed_users(a.data, users), cfg.pooling)
+    hyper = OnnxHyper(a.hypernet, tuple(cfg.modules), cfg.alpha / cfg.rank)
+    wrappers = attach_lora(model, tuple(cfg.modules))
+    pad = tok.pad_token_id or 0
+
+    @torch.no_grad()
+    def logp(item, owner: str | None):
+        set_lora(wrappers, None if owner is None else hyper(torch.tensor(profiles[owner])[None]), hyper.scale)
+        logits, tgt, lm = next_token_logits(model, *collate([item], pad))
+        keep = lm[0] > 0
+        return F.log_softmax(logits[0][keep].float(), -1), tgt[0][keep]
+
+    return SimpleNamespace(model=model, tok=tok, users=users, enc=enc, split=split, slots=slots, profiles=profiles,
+                           hyper=hyper, wrappers=wrappers, logp=logp)
+
+
 @torch.no_grad()
 def generate(model, tok, wrappers, hyper, profiles, slots, enc, weights, tasks) -> list[dict]:
     """Greedy answers (evaluate.MAX_TOKENS) to the own side's requests of ``tasks``: p2p+rag, and cad-items /
@@ -148,9 +166,10 @@ def generate(model, tok, wrappers, hyper, profiles, slots, enc, weights, tasks) 
     return out
 
 
-def guided_greedy(model, wrappers, scale, pos, neg, w: float, max_new: int, stop: int) -> list[int]:
-    """Greedy decoding of argmax (1 + w) log p(. | pos) - w log p(. | neg); pos and neg are (prompt ids, adapter or
-    None), each with its own KV cache, the adapter switched in before each of its forward passes."""
+def guided_greedy(model, wrappers, scale, pos, neg, w: float, max_new: int, stop: int,
+                  bias: torch.Tensor | None = None) -> list[int]:
+    """Greedy decoding of argmax (1 + w) log p(. | pos) - w log p(. | neg) [+ bias (V,)]; pos and neg are (prompt
+    ids, adapter or None), each with its own KV cache, the adapter switched in before each of its forward passes."""
     streams = [pos] + ([neg] if w else [])
     caches, logp = [None] * len(streams), [None] * len(streams)
     feed = [torch.tensor([ids]) for ids, _ in streams]
@@ -161,6 +180,8 @@ def guided_greedy(model, wrappers, scale, pos, neg, w: float, max_new: int, stop
             r = model(input_ids=feed[j], past_key_values=caches[j], use_cache=True)
             caches[j], logp[j] = r.past_key_values, F.log_softmax(r.logits[0, -1].float(), -1)
         mix = logp[0] if not w else (1 + w) * logp[0] - w * logp[1]
+        if bias is not None:
+            mix = mix + bias
         t = int(mix.argmax())
         if t == stop:
             break
@@ -169,13 +190,13 @@ def guided_greedy(model, wrappers, scale, pos, neg, w: float, max_new: int, stop
     return out
 
 
-def rouge_report(gen: list[dict]) -> str:
-    """Per task and method@w: mean ROUGE-L, and the difference to p2p+rag [paired bootstrap over users]."""
-    out = ["| task | method@w | ROUGE-L | − p2p+rag [CI] |", "|---|---|---|---|"]
+def rouge_report(gen: list[dict], against: str = "p2p+rag@0") -> str:
+    """Per task and method: mean ROUGE-L, and the difference to ``against`` [paired bootstrap over users]."""
+    out = ["| task | method | ROUGE-L | − %s [CI] |" % against, "|---|---|---|---|"]
     for task in sorted({r["task"] for r in gen}):
         for m in dict.fromkeys(r["method"] for r in gen):
             mean = np.mean([r["rougeL"] for r in gen if r["method"] == m and r["task"] == task])
-            c = paired_bootstrap(gen, m, "p2p+rag@0", task, "rougeL") if m != "p2p+rag@0" else None
+            c = paired_bootstrap(gen, m, against, task, "rougeL") if m != against else None
             ci = f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]" if c else ""
             out.append(f"| {task} | {m} | {mean:.3f} | {ci} |")
     return "\n".join(out)
