@@ -135,7 +135,7 @@ def setup(a) -> SimpleNamespace:
         keep = lm[0] > 0
         return F.log_softmax(logits[0][keep].float(), -1), tgt[0][keep]
 
-    return SimpleNamespace(model=model, tok=tok, users=users, enc=enc, split=split, slots=slots, profiles=profiles,
+    return SimpleNamespace(model=model, tok=tok, template=template, users=users, enc=enc, split=split, slots=slots, profiles=profiles,
                            hyper=hyper, wrappers=wrappers, logp=logp)
 
 

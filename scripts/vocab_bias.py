@@ -50,6 +50,13 @@ def token_counts(tok, users: list[dict], vocab: int) -> np.ndarray:
     return counts
 
 
+def pmi_bias(counts: np.ndarray, log_bg: np.ndarray) -> np.ndarray:
+    """(V,) clip(log q(v) / q_bg(v), 0, PMI_CAP) for the tokens the author used (q: their unigram), 0 elsewhere:
+    only the author's over-used words are raised, none is lowered."""
+    q = counts / counts.sum()
+    return np.where(counts > 0, np.clip(np.log(np.maximum(q, 1e-30)) - log_bg, 0, PMI_CAP), 0.0)
+
+
 def cached(logp: torch.Tensor, q: torch.Tensor, pmi: torch.Tensor, kind: str, x: float) -> torch.Tensor:
     """(A, V) log-probabilities under the cache: ``mix`` interpolates with q, ``pmi`` adds x * pmi to the logits."""
     if kind == "mix":
@@ -66,6 +73,9 @@ def main() -> None:
     ap.add_argument("--pmi", default="0.25,0.5,1")
     ap.add_argument("--generate", default="", help="tasks to also decode greedily (own side: p2p, p2p+rag, each "
                     "with every pmi weight) and score by ROUGE-L")
+    ap.add_argument("--chat", type=int, default=0, help="also the chat drift (hypernet_onnx.chat_anchors: NLL of the "
+                    "base model's own answers to everyday prompts) of the first N authors' bias, adapter at full strength")
+    ap.add_argument("--chat-only", action="store_true", help="only the chat drift")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     variants = [("mix", float(x)) for x in a.mix.split(",") if x] + [("pmi", float(x)) for x in a.pmi.split(",") if x]
@@ -79,11 +89,17 @@ def main() -> None:
 
     def cache_of(uid: str) -> tuple[torch.Tensor, torch.Tensor]:
         c = token_counts(tok, [by[uid]], vocab)
-        q = c / c.sum()
-        pmi = np.where(c > 0, np.clip(np.log(np.maximum(q, 1e-30)) - log_bg, 0, PMI_CAP), 0.0)
-        return torch.tensor(q, dtype=torch.float32), torch.tensor(pmi, dtype=torch.float32)
+        return torch.tensor(c / c.sum(), dtype=torch.float32), torch.tensor(pmi_bias(c, log_bg), dtype=torch.float32)
 
     caches = {uid: cache_of(uid) for uid in by}
+
+    if a.chat:
+        drift = chat_drift(S, caches, [x for kind, x in variants if kind == "pmi"], a.chat)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.with_suffix(".chat.json").write_text(json.dumps(drift))
+        print(drift_report(drift))
+        if a.chat_only:
+            return
 
     rows, t0 = [], time.time()
     for i, ex in enumerate(slots.examples):
@@ -142,6 +158,42 @@ def generate(S, caches, weights: list[float], tasks: list[str]) -> list[dict]:
                             "rougeL": scorer.score(ex.target, text)["rougeL"].fmeasure})
         print(f"generated {i + 1}/{len(S.slots.examples)}", flush=True)
     return out
+
+
+@torch.no_grad()
+def chat_drift(S, caches, weights: list[float], n_users: int) -> list[dict]:
+    """Per author and anchor: NLL of the base model's answer under base and p2p (full strength), each plain and with
+    the author's pmi bias at every weight; the drift is a method's NLL minus the base model's."""
+    from hypernet_onnx import chat_anchors
+    anchors = [chat_anchors.encode(S.tok, S.template, x, 4096) for x in chat_anchors.load()]
+    base = [S.logp(x, None) for x in anchors]
+    rows = []
+    for uid in [u["user"] for u in S.users][:n_users]:
+        pmi = caches[uid][1]
+        for j, x in enumerate(anchors):
+            b, t = base[j]
+            plain = {"base": b, "p2p": S.logp(x, uid)[0]}
+            ref = float(F.nll_loss(b, t))
+            for method, lp in plain.items():
+                for w in [0.0] + weights:
+                    if method == "base" and not w:
+                        continue
+                    got = lp if not w else F.log_softmax(lp + w * pmi, -1)
+                    rows.append({"user": uid, "anchor": j, "method": method if not w else f"{method}|pmi@{w:g}",
+                                 "drift": float(F.nll_loss(got, t)) - ref})
+    return rows
+
+
+def drift_report(rows: list[dict]) -> str:
+    """Mean chat drift per method, with a 95% bootstrap CI over authors."""
+    rng = np.random.default_rng(0)
+    out = ["| method | chat drift [CI over authors] |", "|---|---|"]
+    for m in dict.fromkeys(r["method"] for r in rows):
+        per = np.array([np.mean([r["drift"] for r in rows if r["method"] == m and r["user"] == u])
+                        for u in dict.fromkeys(r["user"] for r in rows)])
+        boots = per[rng.integers(0, len(per), (2000, len(per)))].mean(1)
+        out.append(f"| {m} | {per.mean():+.3f} [{np.percentile(boots, 2.5):+.3f}, {np.percentile(boots, 97.5):+.3f}] |")
+    return "\n".join(out)
 
 
 def report(rows: list[dict]) -> str:

@@ -272,3 +272,35 @@ def test_profile_identity_measures_what_the_model_card_says(exported):
     n = ad.delta(*first).shape[0] * 3
     assert np.allclose(probe[1, :n], (ad.delta(*first) @ x).ravel(), atol=1e-6)
     assert not np.allclose(probe[0], probe[1])
+
+
+def test_vocab_bias_scores_what_the_model_card_says(tiny_cfg, sample_data):
+    """The model card's "Is the person lexical?" figures: counts of the tokenizer's ids, the cache interpolation a
+    distribution, the PMI bias raising only the author's over-used tokens."""
+    import torch
+    from hypernet_onnx.data import load_users
+    from hypernet_onnx.frozen_base import load_base
+    vb = _script("vocab_bias")
+    _, tok, _, _ = load_base(tiny_cfg)
+    user = load_users(sample_data, 1)[0]
+    counts = vb.token_counts(tok, [user], len(tok))
+    it = user["profile"][0]
+    first = tok(it["title"], add_special_tokens=False)["input_ids"]
+    assert counts.sum() == sum(len(tok(x, add_special_tokens=False)["input_ids"])
+                               for i in user["profile"] for x in (i["title"], i["text"]))
+    assert all(counts[t] > 0 for t in first)
+
+    bg = np.ones(len(tok)) / len(tok)
+    bias = vb.pmi_bias(counts, np.log(bg))
+    assert (bias[counts == 0] == 0).all() and (bias[counts > 0] > 0).all() and bias.max() <= vb.PMI_CAP
+    assert (vb.pmi_bias(counts, np.log(np.where(counts > 0, 1.0, 1e-9))) == 0).all()    # used no more than the bg
+
+    rng = np.random.default_rng(0)
+    logp = torch.log_softmax(torch.tensor(rng.standard_normal((3, len(tok))), dtype=torch.float32), -1)
+    q = torch.tensor(counts / counts.sum(), dtype=torch.float32)
+    mixed = vb.cached(logp, q, None, "mix", 0.1)
+    assert torch.allclose(mixed.exp(), 0.9 * logp.exp() + 0.1 * q, atol=1e-6)
+    b = torch.tensor(bias, dtype=torch.float32)
+    raised = vb.cached(logp, q, b, "pmi", 0.5)
+    assert torch.allclose(raised.exp().sum(-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(raised - raised[:, :1], (logp + 0.5 * b) - (logp + 0.5 * b)[:, :1], atol=1e-4)
