@@ -304,3 +304,22 @@ def test_vocab_bias_scores_what_the_model_card_says(tiny_cfg, sample_data):
     raised = vb.cached(logp, q, b, "pmi", 0.5)
     assert torch.allclose(raised.exp().sum(-1), torch.ones(3), atol=1e-5)
     assert torch.allclose(raised - raised[:, :1], (logp + 0.5 * b) - (logp + 0.5 * b)[:, :1], atol=1e-4)
+
+
+def test_vocab_ceiling_scores_a_bias_on_the_support_as_the_full_softmax_does():
+    """scripts/vocab_ceiling.py keeps only the log-probs on an author's tokens; its NLL under a bias there must be
+    the full softmax's over the whole vocabulary, targets inside and outside the support alike."""
+    import torch
+    vc = _script("vocab_ceiling")
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 50, generator=g) * 3
+    lp = torch.log_softmax(logits, -1)
+    support = torch.tensor([1, 4, 7, 9, 20, 33])
+    tgt = torch.tensor([4, 2, 33, 49, 1])                 # two targets off the support
+    b = torch.randn(len(support), generator=g)
+    full = logits.clone()
+    full[:, support] += b
+    want = torch.nn.functional.cross_entropy(full, tgt)
+    assert torch.allclose(vc.biased_nll(vc.keep(lp, tgt, support), b), want, atol=1e-5)
+    assert torch.allclose(vc.biased_nll(vc.keep(lp, tgt, support), torch.zeros(len(support))),
+                          torch.nn.functional.cross_entropy(logits, tgt), atol=1e-5)
