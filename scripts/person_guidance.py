@@ -89,13 +89,18 @@ def main() -> None:
                      "nll": float(F.cross_entropy(base, tgt))})
         if i % 10 == 9:
             print(f"{i + 1}/{len(slots.examples)} requests, {time.time() - t0:.0f} s", flush=True)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows}))
+    save(a, rows=rows)
     print(report(rows))
     if a.generate:
         gen = generate(model, tok, wrappers, hyper, profiles, slots, enc, weights, a.generate.split(","))
-        a.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows, "generated": gen}))
+        save(a, rows=rows, generated=gen)
         print(rouge_report(gen))
+
+
+def save(a, **parts) -> None:
+    """The run's results to ``a.out`` as JSON, with the arguments that made them."""
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, **parts}))
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:

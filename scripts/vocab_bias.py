@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from person_guidance import add_arguments, guided_greedy, rouge_report, setup  # noqa: E402
+from person_guidance import add_arguments, guided_greedy, rouge_report, save, setup  # noqa: E402
 
 from hypernet_onnx import data as D  # noqa: E402
 from hypernet_onnx.stats import paired_bootstrap  # noqa: E402
@@ -123,13 +123,12 @@ def main() -> None:
                                  "nll": float(F.nll_loss(got, t))})
         if i % 10 == 9:
             print(f"{i + 1}/{len(slots.examples)} requests, {time.time() - t0:.0f} s", flush=True)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows}))
+    save(a, rows=rows)
     print(report(rows))
     if a.generate:
         weights = [x for kind, x in variants if kind == "pmi"]
         gen = generate(S, caches, weights, a.generate.split(","))
-        a.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows, "generated": gen}))
+        save(a, rows=rows, generated=gen)
         print(rouge_report(gen, against="p2p"))
 
 
