@@ -50,6 +50,12 @@ def token_counts(tok, users: list[dict], vocab: int) -> np.ndarray:
     return counts
 
 
+def log_background(tok, path: Path, n_users: int, vocab: int) -> np.ndarray:
+    """(V,) log unigram of the first ``n_users`` authors' profiles in ``path``, add-one smoothed: q_bg."""
+    bg = token_counts(tok, D.load_users(path, n_users), vocab) + 1.0
+    return np.log(bg / bg.sum())
+
+
 def pmi_bias(counts: np.ndarray, log_bg: np.ndarray) -> np.ndarray:
     """(V,) clip(log q(v) / q_bg(v), 0, PMI_CAP) for the tokens the author used (q: their unigram), 0 elsewhere:
     only the author's over-used words are raised, none is lowered."""
@@ -78,14 +84,14 @@ def main() -> None:
     ap.add_argument("--chat-only", action="store_true", help="only the chat drift")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
-    variants = [("mix", float(x)) for x in a.mix.split(",") if x] + [("pmi", float(x)) for x in a.pmi.split(",") if x]
+    pmi_weights = [float(x) for x in a.pmi.split(",") if x]
+    variants = [("mix", float(x)) for x in a.mix.split(",") if x] + [("pmi", x) for x in pmi_weights]
     S = setup(a)
     tok, enc, split, slots, logp = S.tok, S.enc, S.split, S.slots, S.logp
     vocab = S.model.get_output_embeddings().weight.shape[0]
     by = {u["user"]: u for u in S.users}
 
-    bg = token_counts(tok, D.load_users(a.bg_data, a.bg_users), vocab) + 1.0
-    log_bg = np.log(bg / bg.sum())
+    log_bg = log_background(tok, a.bg_data, a.bg_users, vocab)
 
     def cache_of(uid: str) -> tuple[torch.Tensor, torch.Tensor]:
         c = token_counts(tok, [by[uid]], vocab)
@@ -94,7 +100,7 @@ def main() -> None:
     caches = {uid: cache_of(uid) for uid in by}
 
     if a.chat:
-        drift = chat_drift(S, caches, [x for kind, x in variants if kind == "pmi"], a.chat)
+        drift = chat_drift(S, caches, pmi_weights, a.chat)
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.with_suffix(".chat.json").write_text(json.dumps(drift))
         print(drift_report(drift))
@@ -126,8 +132,7 @@ def main() -> None:
     save(a, rows=rows)
     print(report(rows))
     if a.generate:
-        weights = [x for kind, x in variants if kind == "pmi"]
-        gen = generate(S, caches, weights, a.generate.split(","))
+        gen = generate(S, caches, pmi_weights, a.generate.split(","))
         save(a, rows=rows, generated=gen)
         print(rouge_report(gen, against="p2p"))
 

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from person_guidance import add_arguments, setup  # noqa: E402
-from vocab_bias import pmi_bias, token_counts  # noqa: E402
+from vocab_bias import log_background, pmi_bias, token_counts  # noqa: E402
 
 from app.prompts import TASKS  # noqa: E402
 from hypernet_onnx import data as D  # noqa: E402
@@ -65,8 +65,7 @@ def main() -> None:
     S = setup(a)
     vocab = S.model.get_output_embeddings().weight.shape[0]
     by = {u["user"]: u for u in S.users}
-    bg = token_counts(S.tok, D.load_users(a.bg_data, a.bg_users), vocab) + 1.0
-    log_bg = np.log(bg / bg.sum())
+    log_bg = log_background(S.tok, a.bg_data, a.bg_users, vocab)
     counts = {uid: token_counts(S.tok, [u], vocab) for uid, u in by.items()}
     support = {uid: torch.tensor(np.flatnonzero(c)) for uid, c in counts.items()}
     pmi = {uid: torch.tensor(a.pmi * pmi_bias(c, log_bg)[c > 0], dtype=torch.float32) for uid, c in counts.items()}
