@@ -119,7 +119,8 @@ def setup(a) -> SimpleNamespace:
     """What the person scripts share: the base model with LoRA slots, the shipped hypernetwork, the dev split of the
     first ``a.users`` authors after ``a.skip`` of ``a.data``, their requests with the items the app's retrieval picks
     (own and the next author's: ceiling.per_request), profile vectors, and ``logp(example, owner)`` ->
-    (log-probs (A, V), answer targets (A,)) under owner's adapter (None: the base model)."""
+    (log-probs (A, V), answer targets (A,)) under owner's adapter (owner: a user id, a profile vector, or None:
+    the base model)."""
     torch.set_num_threads(a.threads)
     cfg = dataclasses.replace(TrainConfig.load(a.config), max_len=FULL_LEN)
     model, tok, template, spec = load_base(cfg)
@@ -134,8 +135,9 @@ def setup(a) -> SimpleNamespace:
     pad = tok.pad_token_id or 0
 
     @torch.no_grad()
-    def logp(item, owner: str | None):
-        set_lora(wrappers, None if owner is None else hyper(torch.tensor(profiles[owner])[None]), hyper.scale)
+    def logp(item, owner: str | np.ndarray | None):
+        vec = profiles[owner] if isinstance(owner, str) else owner
+        set_lora(wrappers, None if vec is None else hyper(torch.tensor(vec)[None]), hyper.scale)
         logits, tgt, lm = next_token_logits(model, *collate([item], pad))
         keep = lm[0] > 0
         return F.log_softmax(logits[0][keep].float(), -1), tgt[0][keep]

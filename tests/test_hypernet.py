@@ -323,3 +323,37 @@ def test_vocab_ceiling_scores_a_bias_on_the_support_as_the_full_softmax_does():
     assert torch.allclose(vc.biased_nll(vc.keep(lp, tgt, support), b), want, atol=1e-5)
     assert torch.allclose(vc.biased_nll(vc.keep(lp, tgt, support), torch.zeros(len(support))),
                           torch.nn.functional.cross_entropy(logits, tgt), atol=1e-5)
+    per = torch.randn(5, len(support), generator=g)       # one bias per position (scripts/vocab_head.py)
+    full = logits.clone()
+    full[:, support] += per
+    assert torch.allclose(vc.biased_nll(vc.keep(lp, tgt, support), per),
+                          torch.nn.functional.cross_entropy(full, tgt), atol=1e-5)
+
+
+def test_vocab_head_starts_at_the_pmi_bias_and_never_counts_the_target(tiny_cfg, sample_data):
+    """scripts/vocab_head.py: a training target's own tokens are not in the counts its bias is made from (else the
+    head learns to copy the answer), and an untrained head is the PMI bias of vocab_bias.py, per token and per
+    position alike."""
+    import torch
+    from hypernet_onnx.data import load_users
+    from hypernet_onnx.frozen_base import load_base
+    vb, vh = _script("vocab_bias"), _script("vocab_head")
+    _, tok, _, _ = load_base(tiny_cfg)
+    user = next(u for u in load_users(sample_data) if len(u["profile"]) > 2)
+    au = vh.Author(tok, user, len(tok))
+    rest = vb.token_counts(tok, [dict(user, profile=user["profile"][1:])], len(tok))
+    c, d, n = au.stats(leave_out=0)
+    assert (c == rest).all() and n == len(user["profile"]) - 1 and d.max() <= n
+    assert (au.stats()[0] == vb.token_counts(tok, [user], len(tok))).all()
+
+    log_bg = np.log(np.full(len(tok), 1 / len(tok)))
+    f, has = au.features(log_bg, leave_out=0)
+    s = au.support.numpy()
+    assert (has.numpy() == (rest[s] > 0)).all() and not has.all()      # the first item's own words: no bias
+    want = torch.tensor(0.3 * vb.pmi_bias(rest, log_bg)[s], dtype=torch.float32)
+    assert torch.allclose(vh.VocabHead(False)(f, has, {}), want, atol=1e-6)
+    k = {"s": torch.log_softmax(torch.randn(4, len(s)), -1), "h": torch.rand(4)}
+    assert torch.allclose(vh.VocabHead(True)(f, has, k), want.expand(4, -1), atol=1e-6)
+    moved = vh.VocabHead(False)
+    torch.nn.init.constant_(moved.mlp[-1].bias, 1.0)                     # trained: raises every token it sees
+    assert (moved(f, has, {})[~has] == 0).all() and (moved(f, has, {})[has] != 0).all()

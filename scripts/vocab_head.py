@@ -1,0 +1,256 @@
+"""Can the output bias be learned once, across authors, rather than counted (PMI) or trained per author? (issue 11)
+
+A count of the author's words raised at the output (scripts/vocab_bias.py, PMI weight 0.3) separates own from
+the next author's 0.04 / 0.06 nats; the same bias trained per author on their items (scripts/vocab_ceiling.py)
+0.08 / 0.08. Per-author training is what Tailor must not do. This trains one small function, shared by all
+authors, that maps what an author's documents say about each of their tokens to a logit bias: an output part of
+the hypernetwork, its input the profile's token statistics instead of its embedding.
+
+    token v of the author's support S (the tokens of their documents), counts c over the profile:
+        features  clip(PMI), PMI, log(1 + c_v), log q_bg(v), share of items holding v, log total tokens
+        bias      w clip(PMI) + MLP(features)                  w starts at 0.3 (the PMI bias), the MLP at 0
+    --positional adds two features of the position: the model's log-prob of v there and its entropy, so the bias
+    can act where the model is unsure (one bias per position, (A, S)).
+
+Trained on --train-users authors of the training file after the --bg-users the background is counted on
+(never dev): each of their first --items profile items posed as both tasks, the adapter and the counts made from
+the rest of the profile (leave-one-out: a target's own words are never in its counts), answer NLL per token,
+Adam. The base model is frozen, so logits are computed once (cached under --cache) and only the support's kept
+(vocab_ceiling.keep). Scored each epoch on dev authors' first query as vocab_ceiling scores: own adapter + own
+bias vs the next author's adapter + their bias; the epoch is chosen on the first half of the authors (own NLL),
+reported on the second. --load scores a saved head on another file (PEPs) without training.
+
+    HF_HUB_OFFLINE=1 PYTHONPATH=. .venv/bin/python scripts/vocab_head.py --users 60 --out runs/s22/head-60.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from person_guidance import add_arguments, save, setup  # noqa: E402
+from vocab_bias import PMI_CAP, log_background  # noqa: E402
+from vocab_ceiling import biased_nll, keep  # noqa: E402
+
+from app.prompts import TASKS  # noqa: E402
+from hypernet_onnx import data as D  # noqa: E402
+from hypernet_onnx.stats import paired_bootstrap  # noqa: E402
+
+N_FEATURES = 6
+
+
+class Author:
+    """An author's token statistics, per item, so that a leave-one-out profile's are a subtraction."""
+
+    def __init__(self, tok, user: dict, vocab: int):
+        self.items = []                                              # per item: (unique ids, their counts)
+        for it in user["profile"]:
+            ids = [t for text in (it.get("title", ""), it.get("text", ""))
+                   for t in tok(text, add_special_tokens=False)["input_ids"]]
+            self.items.append(np.unique(ids, return_counts=True))
+        self.vocab = vocab
+        self.support = torch.tensor(np.unique(np.concatenate([u for u, _ in self.items])))
+
+    def stats(self, leave_out: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+        """(V,) counts, (V,) number of items holding each token, number of items; without item ``leave_out``."""
+        c, d = np.zeros(self.vocab), np.zeros(self.vocab)
+        for i, (ids, n) in enumerate(self.items):
+            if i != leave_out:
+                c[ids] += n
+                d[ids] += 1
+        return c, d, len(self.items) - (leave_out is not None)
+
+    def features(self, log_bg: np.ndarray, leave_out: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, F) features of the support's tokens (scaled to about unit range) and (S,) whether the profile holds
+        each (a token only in the left-out item gets no bias)."""
+        c, d, n = self.stats(leave_out)
+        s = self.support.numpy()
+        cs, bg = c[s], log_bg[s]
+        has = cs > 0
+        pmi = np.where(has, np.log(np.maximum(cs, 1e-9) / c.sum()) - bg, 0.0)
+        f = np.stack([np.clip(pmi, 0, PMI_CAP), pmi / PMI_CAP, np.log1p(cs) / 3, (bg + 10) / 5, d[s] / n,
+                      np.full(len(s), np.log(c.sum()) / 8)], 1)
+        return torch.tensor(f, dtype=torch.float32), torch.tensor(has)
+
+
+class VocabHead(nn.Module):
+    """bias = w clip(PMI) + MLP(features) on the tokens the profile holds, 0 elsewhere; at the start the PMI bias."""
+
+    def __init__(self, positional: bool, hidden: int = 32, pmi: float = 0.3):
+        super().__init__()
+        self.positional = positional
+        self.w = nn.Parameter(torch.tensor(pmi))
+        self.mlp = nn.Sequential(nn.Linear(N_FEATURES + 2 * positional, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, f: torch.Tensor, has: torch.Tensor, k: dict) -> torch.Tensor:
+        """(S,) bias, or (A, S) with --positional (k: the example's kept log-probs and entropies)."""
+        if not self.positional:
+            b = self.w * f[:, 0] + self.mlp(f)[:, 0]                             # (S,)
+        else:
+            A, S = k["s"].shape
+            x = torch.cat([f.expand(A, S, N_FEATURES), (k["s"].clamp(min=-20) / 10)[..., None],
+                           (k["h"] / 5)[:, None, None].expand(A, S, 1)], -1)     # (A, S, F + 2)
+            b = self.w * f[:, 0] + self.mlp(x)[..., 0]                           # (A, S)
+        return b * has
+
+
+def kept(S, item, owner, support: torch.Tensor) -> dict:
+    """vocab_ceiling.keep of ``item`` under ``owner``'s adapter, with each position's entropy (A,)."""
+    lp, tgt = S.logp(item, owner)
+    k = keep(lp, tgt, support)
+    k["h"] = -(lp.exp() * lp).sum(1)
+    return k
+
+
+def train_examples(S, a, log_bg, vocab) -> list[tuple]:
+    """(kept, features, has) of the training authors' leave-one-out items, computed once per author and cached."""
+    users = [u for u in D.load_users(a.train_data, a.bg_users + a.train_users)[a.bg_users:] if len(u["profile"]) > 1]
+    loo = D.loo_inputs(users, D.embed_users(a.train_data, users), "mean")
+    out, t0 = [], time.time()
+    for j, u in enumerate(users):
+        au = Author(S.tok, u, vocab)
+        f = a.cache / f"{u['user'][-16:]}-{a.items}.pt"
+        if f.is_file():
+            ks = torch.load(f)
+        else:
+            ks = [(i, kept(S, S.enc(D.item_example(u["user"], task, it)), loo[D.loo_key(u["user"], i)], au.support))
+                  for i, it in enumerate(u["profile"][:a.items]) for task in TASKS]
+            torch.save(ks, f)
+        out += [(k, *au.features(log_bg, i)) for i, k in ks]
+        if j % 10 == 9:
+            print(f"{j + 1}/{len(users)} training authors, {time.time() - t0:.0f} s", flush=True)
+    return out
+
+
+def scored_examples(S, a, log_bg, vocab) -> list[tuple]:
+    """Per request of the scored authors: (example, own kept, own features, other kept, other features)."""
+    authors = {u["user"]: Author(S.tok, u, vocab) for u in S.users}
+    feats = {uid: au.features(log_bg) for uid, au in authors.items()}
+    f = a.cache / f"scored-{a.data.name.split('.')[0]}-{a.skip}-{a.users}-{a.queries}.pt"
+    if f.is_file():
+        ks = torch.load(f)
+    else:
+        ks = []
+        for ex in S.slots.examples:
+            other = S.split.shuffled[ex.user]
+            bare = S.enc(ex)
+            ks.append((kept(S, bare, ex.user, authors[ex.user].support), kept(S, bare, other, authors[other].support)))
+        torch.save(ks, f)
+    return [(ex, own, feats[ex.user], oth, feats[S.split.shuffled[ex.user]])
+            for ex, (own, oth) in zip(S.slots.examples, ks)]
+
+
+@torch.no_grad()
+def score(heads: dict[str, VocabHead], scored: list[tuple]) -> list[dict]:
+    rows = []
+    for i, (ex, own, (fo, ho), oth, (fx, hx)) in enumerate(scored):
+        r = {"user": ex.user, "query": i, "task": ex.task}
+        rows += [dict(r, method="none", nll=float(biased_nll(own, torch.zeros(()))))]
+        rows += [dict(r, method="other-none", nll=float(biased_nll(oth, torch.zeros(()))))]
+        for name, h in heads.items():
+            rows += [dict(r, method=name, nll=float(biased_nll(own, h(fo, ho, own)))),
+                     dict(r, method=f"{name}/other", nll=float(biased_nll(oth, h(fx, hx, oth))))]
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    ap.add_argument("--train-data", type=Path, default=D.DATA_DIR / "mlpapers-train.jsonl.gz")
+    ap.add_argument("--bg-users", type=int, default=600)
+    ap.add_argument("--train-users", type=int, default=100)
+    ap.add_argument("--items", type=int, default=6, help="leave-one-out targets per training author")
+    ap.add_argument("--positional", default="0,1", help="heads to train: 0 per token, 1 per token and position")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--batch", type=int, default=8, help="examples per Adam step")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--cache", type=Path, default=D.CACHE_DIR / "vocab-head")
+    ap.add_argument("--load", type=Path, help="score this saved head (a --out's .pt) instead of training")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    S = setup(a)
+    a.cache.mkdir(parents=True, exist_ok=True)
+    vocab = S.model.get_output_embeddings().weight.shape[0]
+    log_bg = log_background(S.tok, a.train_data, a.bg_users, vocab)
+    scored = scored_examples(S, a, log_bg, vocab)
+    print(f"{len(scored)} scored requests", flush=True)
+    pmi = VocabHead(False)                        # w = 0.3, MLP 0: the PMI bias of vocab_bias.py
+    if a.load:
+        heads = {name: VocabHead(p) for name, p in json.loads(a.load.with_suffix(".json").read_text())["kinds"].items()}
+        for name, sd in torch.load(a.load).items():
+            heads[name].load_state_dict(sd)
+        rows = score({"pmi": pmi, **heads}, scored)
+        save(a, epochs=[rows])
+        print(report([rows], chosen=0))
+        return
+
+    train = train_examples(S, a, log_bg, vocab)
+    print(f"{len(train)} training examples", flush=True)
+    kinds = {f"head-p{p}": bool(int(p)) for p in a.positional.split(",")}
+    heads = {name: VocabHead(p) for name, p in kinds.items()}
+    opts = {name: torch.optim.Adam(h.parameters(), lr=a.lr) for name, h in heads.items()}
+    epochs, best, t0 = [], {}, time.time()
+    for epoch in range(a.epochs + 1):
+        if epoch:
+            order = torch.randperm(len(train)).tolist()
+            for name, h in heads.items():
+                for s in range(0, len(order), a.batch):
+                    opts[name].zero_grad()
+                    batch = [train[j] for j in order[s:s + a.batch]]
+                    loss = sum(biased_nll(k, h(f, has, k)) for k, f, has in batch) / len(batch)
+                    loss.backward()
+                    opts[name].step()
+        rows = score({"pmi": pmi, **heads}, scored)
+        epochs.append(rows)
+        msg = " ".join(f"{n} {np.mean([r['nll'] for r in rows if r['method'] == n]):.4f}" for n in ["none", "pmi", *heads])
+        print(f"epoch {epoch} ({time.time() - t0:.0f} s): own {msg}; w " +
+              " ".join(f"{h.w.item():.3f}" for h in heads.values()), flush=True)
+        pick = pick_users(rows)
+        for name, h in heads.items():
+            own = np.mean([r["nll"] for r in rows if r["method"] == name and r["user"] in pick])
+            if name not in best or own < best[name][0]:
+                best[name] = (own, epoch, {k: v.clone() for k, v in h.state_dict().items()})
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({name: sd for name, (_, _, sd) in best.items()}, a.out.with_suffix(".pt"))
+    save(a, kinds={n: int(p) for n, p in kinds.items()}, chosen={n: e for n, (_, e, _) in best.items()}, epochs=epochs)
+    print(report(epochs, chosen={n: e for n, (_, e, _) in best.items()}))
+
+
+def pick_users(rows: list[dict]) -> set[str]:
+    """The first half of the scored authors: where epochs are chosen (the second half reports)."""
+    users = list(dict.fromkeys(r["user"] for r in rows))
+    return set(users[:len(users) // 2])
+
+
+def report(epochs: list[list[dict]], chosen: dict[str, int] | int) -> str:
+    """Per head at its chosen epoch (and pmi, none), on the second half of the authors (all of them for a --load
+    run), per task: own NLL, own − adapter alone, other − own [paired bootstrap over authors]."""
+    f = lambda c: f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]"                               # noqa: E731
+    lines = ["| method | epoch | task | own NLL | own − adapter alone [CI] | other − own [CI] |", "|---|---|---|---|---|---|"]
+    rows0 = epochs[0]
+    held = (set(r["user"] for r in rows0) - pick_users(rows0)) if isinstance(chosen, dict) else set(r["user"] for r in rows0)
+    picks = {"none": 0, "pmi": 0, **(chosen if isinstance(chosen, dict) else {})}
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows0) if "/" not in m and m != "other-none"]
+    for m in methods:
+        e = picks.get(m, chosen if isinstance(chosen, int) else 0)
+        rows = [r for r in epochs[e] if r["user"] in held]
+        other = "other-none" if m == "none" else f"{m}/other"
+        for t in sorted({r["task"] for r in rows}):
+            own = np.mean([r["nll"] for r in rows if r["method"] == m and r["task"] == t])
+            vs = f(paired_bootstrap(rows, m, "none", t, "nll")) if m != "none" else ""
+            lines.append(f"| {m} | {e} | {t} | {own:.3f} | {vs} | {f(paired_bootstrap(rows, other, m, t, 'nll'))} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
