@@ -18,7 +18,8 @@ the rest of the profile (leave-one-out: a target's own words are never in its co
 Adam. The base model is frozen, so logits are computed once (cached under --cache) and only the support's kept
 (vocab_ceiling.keep). Scored each epoch on dev authors' first query as vocab_ceiling scores: own adapter + own
 bias vs the next author's adapter + their bias; the epoch is chosen on the first half of the authors (own NLL),
-reported on the second. --load scores a saved head on another file (PEPs) without training.
+reported on the second. --load scores a saved head on other authors (PEPs), after retrieved items (--rag) or
+ on everyday chat (--chat), without training.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=. .venv/bin/python scripts/vocab_head.py --users 60 --out runs/s22/head-60.json
 """
@@ -131,22 +132,39 @@ def train_examples(S, a, log_bg, vocab) -> list[tuple]:
     return out
 
 
-def scored_examples(S, a, log_bg, vocab) -> list[tuple]:
-    """Per request of the scored authors: (example, own kept, own features, other kept, other features)."""
-    authors = {u["user"]: Author(S.tok, u, vocab) for u in S.users}
-    feats = {uid: au.features(log_bg) for uid, au in authors.items()}
-    f = a.cache / f"scored-{a.data.name.split('.')[0]}-{a.skip}-{a.users}-{a.queries}.pt"
+def scored_examples(S, a, authors: dict[str, Author], feats: dict) -> list[tuple]:
+    """Per request of the scored authors: (example, own kept, own features, other kept, other features); with
+    --rag each side's request after the items the app's retrieval picks from that side's author (p2p+rag)."""
+    f = a.cache / f"scored-{a.data.name.split('.')[0]}-{a.skip}-{a.users}-{a.queries}{'-rag' * a.rag}.pt"
     if f.is_file():
         ks = torch.load(f)
     else:
         ks = []
-        for ex in S.slots.examples:
+        for i, ex in enumerate(S.slots.examples):
             other = S.split.shuffled[ex.user]
-            bare = S.enc(ex)
-            ks.append((kept(S, bare, ex.user, authors[ex.user].support), kept(S, bare, other, authors[other].support)))
+            prompt = {side: S.enc(S.slots.shown[side][i] if a.rag else ex) for side in ("own", "other")}
+            ks.append((kept(S, prompt["own"], ex.user, authors[ex.user].support),
+                       kept(S, prompt["other"], other, authors[other].support)))
         torch.save(ks, f)
     return [(ex, own, feats[ex.user], oth, feats[S.split.shuffled[ex.user]])
             for ex, (own, oth) in zip(S.slots.examples, ks)]
+
+
+@torch.no_grad()
+def chat_drift(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats: dict, n_users: int) -> list[dict]:
+    """Per author and everyday-chat anchor (hypernet_onnx.chat_anchors): NLL of the base model's own answer under
+    p2p (the author's adapter at full strength), plain and with each head's bias, minus the base model's NLL."""
+    from hypernet_onnx import chat_anchors
+    anchors = [chat_anchors.encode(S.tok, S.template, x, 4096) for x in chat_anchors.load()]
+    base = [float(torch.nn.functional.nll_loss(*S.logp(x, None))) for x in anchors]
+    rows = []
+    for uid in list(authors)[:n_users]:
+        fu, hu = feats[uid]
+        for j, x in enumerate(anchors):
+            k = kept(S, x, uid, authors[uid].support)
+            for name, b in [("p2p", torch.zeros(()))] + [(f"p2p|{n}", h(fu, hu, k)) for n, h in heads.items()]:
+                rows.append({"user": uid, "anchor": j, "method": name, "drift": float(biased_nll(k, b) - base[j])})
+    return rows
 
 
 @torch.no_grad()
@@ -174,6 +192,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="examples per Adam step")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--cache", type=Path, default=D.CACHE_DIR / "vocab-head")
+    ap.add_argument("--rag", action="store_true", help="score p2p+rag: each side's request after its author's "
+                    "retrieved items (what a person runs on task requests)")
+    ap.add_argument("--chat", type=int, default=0, help="with --load: also the chat drift of the first N authors")
     ap.add_argument("--load", type=Path, help="score this saved head (a --out's .pt) instead of training")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
@@ -182,7 +203,9 @@ def main() -> None:
     a.cache.mkdir(parents=True, exist_ok=True)
     vocab = S.model.get_output_embeddings().weight.shape[0]
     log_bg = log_background(S.tok, a.train_data, a.bg_users, vocab)
-    scored = scored_examples(S, a, log_bg, vocab)
+    authors = {u["user"]: Author(S.tok, u, vocab) for u in S.users}
+    feats = {uid: au.features(log_bg) for uid, au in authors.items()}
+    scored = scored_examples(S, a, authors, feats)
     print(f"{len(scored)} scored requests", flush=True)
     pmi = VocabHead(False)                        # w = 0.3, MLP 0: the PMI bias of vocab_bias.py
     if a.load:
@@ -190,8 +213,12 @@ def main() -> None:
         for name, sd in torch.load(a.load).items():
             heads[name].load_state_dict(sd)
         rows = score({"pmi": pmi, **heads}, scored)
-        save(a, epochs=[rows])
+        drift = chat_drift(S, {"pmi": pmi, **heads}, authors, feats, a.chat) if a.chat else []
+        save(a, epochs=[rows], drift=drift)
         print(report([rows], chosen=0))
+        if drift:
+            from vocab_bias import drift_report
+            print(drift_report(drift))
         return
 
     train = train_examples(S, a, log_bg, vocab)
