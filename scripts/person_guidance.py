@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -174,9 +175,10 @@ def generate(model, tok, wrappers, hyper, profiles, slots, enc, weights, tasks) 
 
 
 def guided_greedy(model, wrappers, scale, pos, neg, w: float, max_new: int, stop: int,
-                  bias: torch.Tensor | None = None) -> list[int]:
-    """Greedy decoding of argmax (1 + w) log p(. | pos) - w log p(. | neg) [+ bias (V,)]; pos and neg are (prompt
-    ids, adapter or None), each with its own KV cache, the adapter switched in before each of its forward passes."""
+                  bias: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[int]:
+    """Greedy decoding of argmax (1 + w) log p(. | pos) - w log p(. | neg) [+ bias (V,), or bias(those (V,)
+    log-probs) for one that depends on the step]; pos and neg are (prompt ids, adapter or None), each with its own
+    KV cache, the adapter switched in before each of its forward passes."""
     streams = [pos] + ([neg] if w else [])
     caches, logp = [None] * len(streams), [None] * len(streams)
     feed = [torch.tensor([ids]) for ids, _ in streams]
@@ -188,7 +190,7 @@ def guided_greedy(model, wrappers, scale, pos, neg, w: float, max_new: int, stop
             caches[j], logp[j] = r.past_key_values, F.log_softmax(r.logits[0, -1].float(), -1)
         mix = logp[0] if not w else (1 + w) * logp[0] - w * logp[1]
         if bias is not None:
-            mix = mix + bias
+            mix = mix + (bias(mix) if callable(bias) else bias)
         t = int(mix.argmax())
         if t == stop:
             break

@@ -19,7 +19,7 @@ Adam. The base model is frozen, so logits are computed once (cached under --cach
 (vocab_ceiling.keep). Scored each epoch on dev authors' first query as vocab_ceiling scores: own adapter + own
 bias vs the next author's adapter + their bias; the epoch is chosen on the first half of the authors (own NLL),
 reported on the second. --load scores a saved head on other authors (PEPs), after retrieved items (--rag) or
- on everyday chat (--chat), without training.
+ on everyday chat (--chat), or decoding greedily (--generate), without training.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=. .venv/bin/python scripts/vocab_head.py --users 60 --out runs/s22/head-60.json
 """
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from person_guidance import add_arguments, save, setup  # noqa: E402
+from person_guidance import add_arguments, guided_greedy, rouge_report, save, setup  # noqa: E402
 from vocab_bias import PMI_CAP, log_background  # noqa: E402
 from vocab_ceiling import biased_nll, keep  # noqa: E402
 
@@ -168,6 +168,35 @@ def chat_drift(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats
 
 
 @torch.no_grad()
+def generate(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats: dict, tasks: list[str]) -> list[dict]:
+    """Greedy answers (evaluate.MAX_TOKENS) to the own side's requests of ``tasks`` under the author's adapter
+    (p2p), plain and with each head's bias computed from each step's log-probs; ROUGE-L as evaluate.py scores it."""
+    from rouge_score import rouge_scorer
+    from hypernet_onnx.evaluate import MAX_TOKENS
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    stop = S.tok.convert_tokens_to_ids("<|im_end|>")
+    out = []
+    for i, ex in enumerate(S.slots.examples):
+        if ex.task not in tasks:
+            continue
+        own = S.hyper(torch.tensor(S.profiles[ex.user])[None])
+        sup, (f, has) = authors[ex.user].support, feats[ex.user]
+        ids, n = S.enc(ex)
+        for name, h in [("p2p", None), *heads.items()]:
+            def bias(lp: torch.Tensor, h=h) -> torch.Tensor:                  # (V,) -> (V,)
+                b = torch.zeros_like(lp)
+                b[sup] = h(f, has, {"s": lp[None, sup], "h": -(lp.exp() * lp).sum()[None]}).reshape(-1)
+                return b
+            got = guided_greedy(S.model, S.wrappers, S.hyper.scale, (ids[:n], own), (None, None), 0.0,
+                                MAX_TOKENS[ex.task], stop, bias=bias if h is not None else None)
+            text = S.tok.decode(got, skip_special_tokens=True).strip()
+            out.append({"user": ex.user, "query": i, "task": ex.task, "method": name, "output": text,
+                        "rougeL": scorer.score(ex.target, text)["rougeL"].fmeasure})
+        print(f"generated {i + 1}/{len(S.slots.examples)}", flush=True)
+    return out
+
+
+@torch.no_grad()
 def score(heads: dict[str, VocabHead], scored: list[tuple]) -> list[dict]:
     rows = []
     for i, (ex, own, (fo, ho), oth, (fx, hx)) in enumerate(scored):
@@ -195,6 +224,7 @@ def main() -> None:
     ap.add_argument("--rag", action="store_true", help="score p2p+rag: each side's request after its author's "
                     "retrieved items (what a person runs on task requests)")
     ap.add_argument("--chat", type=int, default=0, help="with --load: also the chat drift of the first N authors")
+    ap.add_argument("--generate", default="", help="with --load: also greedy answers to these tasks, ROUGE-L")
     ap.add_argument("--load", type=Path, help="score this saved head (a --out's .pt) instead of training")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
@@ -219,6 +249,10 @@ def main() -> None:
         if drift:
             from vocab_bias import drift_report
             print(drift_report(drift))
+        if a.generate:
+            gen = generate(S, {"pmi": pmi, **heads}, authors, feats, a.generate.split(","))
+            save(a, epochs=[rows], drift=drift, generated=gen)
+            print(rouge_report(gen, against="p2p"))
         return
 
     train = train_examples(S, a, log_bg, vocab)
