@@ -26,6 +26,7 @@ reported on the second. --load scores a saved head on other authors (PEPs), afte
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -230,6 +231,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.manual_seed(0)
     S = setup(a)
+    a.cache = a.cache / hashlib.sha256(a.hypernet.read_bytes()).hexdigest()[:12]     # logits of this file's adapters
     a.cache.mkdir(parents=True, exist_ok=True)
     vocab = S.model.get_output_embeddings().weight.shape[0]
     log_bg = log_background(S.tok, a.train_data, a.bg_users, vocab)
