@@ -357,3 +357,27 @@ def test_vocab_head_starts_at_the_pmi_bias_and_never_counts_the_target(tiny_cfg,
     moved = vh.VocabHead(False)
     torch.nn.init.constant_(moved.mlp[-1].bias, 1.0)                     # trained: raises every token it sees
     assert (moved(f, has, {})[~has] == 0).all() and (moved(f, has, {})[has] != 0).all()
+
+
+def test_guided_greedy_adds_a_bias_computed_from_each_steps_log_probs(tiny_cfg):
+    """scripts/person_guidance.guided_greedy (the decoder of vocab_bias/vocab_head --generate): a callable bias sees
+    each step's log-probabilities and decides that step; a bias of zeros changes nothing."""
+    import torch
+    from hypernet_onnx.frozen_base import load_base
+    from hypernet_onnx.model import attach_lora
+    pg = _script("person_guidance")
+    model, _, _, _ = load_base(tiny_cfg)
+    wrappers = attach_lora(model, tuple(tiny_cfg.modules))
+    prompt = ([5, 9, 14, 3], None)
+    seen = []
+
+    def zeros(lp):
+        seen.append(lp)
+        return torch.zeros_like(lp)
+
+    plain = pg.guided_greedy(model, wrappers, 1.0, prompt, (None, None), 0.0, 6, stop=-1)
+    assert pg.guided_greedy(model, wrappers, 1.0, prompt, (None, None), 0.0, 6, stop=-1, bias=zeros) == plain
+    assert len(seen) == 6 and all(torch.allclose(x.exp().sum(), torch.tensor(1.0), atol=1e-4) for x in seen)
+    other = next(t for t in range(len(seen[0])) if t not in plain)
+    forced = lambda lp: torch.where(torch.arange(len(lp)) == other, 1e4, 0.0)    # noqa: E731
+    assert pg.guided_greedy(model, wrappers, 1.0, prompt, (None, None), 0.0, 6, stop=-1, bias=forced) == [other] * 6
