@@ -147,14 +147,20 @@ def setup(a) -> SimpleNamespace:
                            hyper=hyper, wrappers=wrappers, logp=logp)
 
 
+def greedy_scoring(tok) -> tuple[Callable[[str, str], float], int]:
+    """What the greedy scripts score with: ROUGE-L F of (gold, answer) as evaluate.py scores it (rouge-score,
+    stemmed), and the end-of-turn token their decoding stops at."""
+    from rouge_score import rouge_scorer
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return (lambda gold, text: scorer.score(gold, text)["rougeL"].fmeasure), tok.convert_tokens_to_ids("<|im_end|>")
+
+
 @torch.no_grad()
 def generate(model, tok, wrappers, hyper, profiles, slots, enc, weights, tasks) -> list[dict]:
     """Greedy answers (evaluate.MAX_TOKENS) to the own side's requests of ``tasks``: p2p+rag, and cad-items /
     cad-all at each w > 0, ROUGE-L against the gold answer as evaluate.py scores it (rouge_score, stemmed)."""
-    from rouge_score import rouge_scorer
     from hypernet_onnx.evaluate import MAX_TOKENS
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    stop = tok.convert_tokens_to_ids("<|im_end|>")
+    rouge_l, stop = greedy_scoring(tok)
     out = []
     for i, ex in enumerate(slots.examples):
         if ex.task not in tasks:
@@ -169,7 +175,7 @@ def generate(model, tok, wrappers, hyper, profiles, slots, enc, weights, tasks) 
                                 MAX_TOKENS[ex.task], stop)
             text = tok.decode(got, skip_special_tokens=True).strip()
             out.append({"user": ex.user, "query": i, "task": ex.task, "method": f"{method}@{w:g}", "output": text,
-                        "rougeL": scorer.score(ex.target, text)["rougeL"].fmeasure})
+                        "rougeL": rouge_l(ex.target, text)})
         print(f"generated {i + 1}/{len(slots.examples)}", flush=True)
     return out
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from person_guidance import add_arguments, guided_greedy, rouge_report, save, setup  # noqa: E402
+from person_guidance import add_arguments, greedy_scoring, guided_greedy, rouge_report, save, setup  # noqa: E402
 
 from hypernet_onnx import data as D  # noqa: E402
 from hypernet_onnx.stats import paired_bootstrap  # noqa: E402
@@ -141,10 +141,8 @@ def main() -> None:
 def generate(S, caches, weights: list[float], tasks: list[str]) -> list[dict]:
     """Greedy answers to the own side's requests of ``tasks`` (evaluate.MAX_TOKENS), p2p and p2p+rag, each plain and
     with the author's pmi bias at every weight; ROUGE-L against the gold answer as evaluate.py scores it."""
-    from rouge_score import rouge_scorer
     from hypernet_onnx.evaluate import MAX_TOKENS
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    stop = S.tok.convert_tokens_to_ids("<|im_end|>")
+    rouge_l, stop = greedy_scoring(S.tok)
     out = []
     for i, ex in enumerate(S.slots.examples):
         if ex.task not in tasks:
@@ -159,7 +157,7 @@ def generate(S, caches, weights: list[float], tasks: list[str]) -> list[dict]:
                 text = S.tok.decode(got, skip_special_tokens=True).strip()
                 out.append({"user": ex.user, "query": i, "task": ex.task, "output": text,
                             "method": method if not x else f"{method}|pmi@{x:g}",
-                            "rougeL": scorer.score(ex.target, text)["rougeL"].fmeasure})
+                            "rougeL": rouge_l(ex.target, text)})
         print(f"generated {i + 1}/{len(S.slots.examples)}", flush=True)
     return out
 

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from person_guidance import add_arguments, guided_greedy, rouge_report, save, setup  # noqa: E402
+from person_guidance import add_arguments, greedy_scoring, guided_greedy, rouge_report, save, setup  # noqa: E402
 from vocab_bias import PMI_CAP, log_background  # noqa: E402
 from vocab_ceiling import biased_nll, keep  # noqa: E402
 
@@ -172,10 +172,8 @@ def chat_drift(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats
 def generate(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats: dict, tasks: list[str]) -> list[dict]:
     """Greedy answers (evaluate.MAX_TOKENS) to the own side's requests of ``tasks`` under the author's adapter
     (p2p), plain and with each head's bias computed from each step's log-probs; ROUGE-L as evaluate.py scores it."""
-    from rouge_score import rouge_scorer
     from hypernet_onnx.evaluate import MAX_TOKENS
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    stop = S.tok.convert_tokens_to_ids("<|im_end|>")
+    rouge_l, stop = greedy_scoring(S.tok)
     out = []
     for i, ex in enumerate(S.slots.examples):
         if ex.task not in tasks:
@@ -192,7 +190,7 @@ def generate(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats: 
                                 MAX_TOKENS[ex.task], stop, bias=bias if h is not None else None)
             text = S.tok.decode(got, skip_special_tokens=True).strip()
             out.append({"user": ex.user, "query": i, "task": ex.task, "method": name, "output": text,
-                        "rougeL": scorer.score(ex.target, text)["rougeL"].fmeasure})
+                        "rougeL": rouge_l(ex.target, text)})
         print(f"generated {i + 1}/{len(S.slots.examples)}", flush=True)
     return out
 
