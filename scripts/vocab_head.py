@@ -105,12 +105,15 @@ class VocabHead(nn.Module):
         return b * has
 
 
+def entropy(lp: torch.Tensor) -> torch.Tensor:
+    """(...,) entropy of (..., V) log-probs: head-p1's feature of a position, in training and in decoding alike."""
+    return -(lp.exp() * lp).sum(-1)
+
+
 def kept(S, item, owner, support: torch.Tensor) -> dict:
     """vocab_ceiling.keep of ``item`` under ``owner``'s adapter, with each position's entropy (A,)."""
     lp, tgt = S.logp(item, owner)
-    k = keep(lp, tgt, support)
-    k["h"] = -(lp.exp() * lp).sum(1)
-    return k
+    return {**keep(lp, tgt, support), "h": entropy(lp)}
 
 
 def train_examples(S, a, log_bg, vocab) -> list[tuple]:
@@ -184,7 +187,7 @@ def generate(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats: 
         for name, h in [("p2p", None), *heads.items()]:
             def bias(lp: torch.Tensor, h=h) -> torch.Tensor:                  # (V,) -> (V,)
                 b = torch.zeros_like(lp)
-                b[sup] = h(f, has, {"s": lp[None, sup], "h": -(lp.exp() * lp).sum()[None]}).reshape(-1)
+                b[sup] = h(f, has, {"s": lp[None, sup], "h": entropy(lp)[None]}).reshape(-1)
                 return b
             got = guided_greedy(S.model, S.wrappers, S.hyper.scale, (ids[:n], own), (None, None), 0.0,
                                 MAX_TOKENS[ex.task], stop, bias=bias if h is not None else None)
@@ -242,15 +245,16 @@ def main() -> None:
         heads = {name: VocabHead(p) for name, p in json.loads(a.load.with_suffix(".json").read_text())["kinds"].items()}
         for name, sd in torch.load(a.load).items():
             heads[name].load_state_dict(sd)
-        rows = score({"pmi": pmi, **heads}, scored)
-        drift = chat_drift(S, {"pmi": pmi, **heads}, authors, feats, a.chat) if a.chat else []
+        heads = {"pmi": pmi, **heads}
+        rows = score(heads, scored)
+        drift = chat_drift(S, heads, authors, feats, a.chat) if a.chat else []
         save(a, epochs=[rows], drift=drift)
-        print(report([rows], chosen=0))
+        print(report([rows], chosen=None))
         if drift:
             from vocab_bias import drift_report
             print(drift_report(drift))
         if a.generate:
-            gen = generate(S, {"pmi": pmi, **heads}, authors, feats, a.generate.split(","))
+            gen = generate(S, heads, authors, feats, a.generate.split(","))
             save(a, epochs=[rows], drift=drift, generated=gen)
             print(rouge_report(gen, against="p2p"))
         return
@@ -293,17 +297,17 @@ def pick_users(rows: list[dict]) -> set[str]:
     return set(users[:len(users) // 2])
 
 
-def report(epochs: list[list[dict]], chosen: dict[str, int] | int) -> str:
-    """Per head at its chosen epoch (and pmi, none), on the second half of the authors (all of them for a --load
-    run), per task: own NLL, own − adapter alone, other − own [paired bootstrap over authors]."""
+def report(epochs: list[list[dict]], chosen: dict[str, int] | None) -> str:
+    """Per head at its chosen epoch (and pmi, none at epoch 0), on the second half of the authors (all of them for
+    a --load run: chosen None, one epoch), per task: own NLL, own − adapter alone, other − own [paired bootstrap
+    over authors]."""
     f = lambda c: f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]"                               # noqa: E731
     lines = ["| method | epoch | task | own NLL | own − adapter alone [CI] | other − own [CI] |", "|---|---|---|---|---|---|"]
     rows0 = epochs[0]
-    held = (set(r["user"] for r in rows0) - pick_users(rows0)) if isinstance(chosen, dict) else set(r["user"] for r in rows0)
-    picks = {"none": 0, "pmi": 0, **(chosen if isinstance(chosen, dict) else {})}
+    held = set(r["user"] for r in rows0) - (pick_users(rows0) if chosen is not None else set())
     methods = [m for m in dict.fromkeys(r["method"] for r in rows0) if "/" not in m and m != "other-none"]
     for m in methods:
-        e = picks.get(m, chosen if isinstance(chosen, int) else 0)
+        e = (chosen or {}).get(m, 0)
         rows = [r for r in epochs[e] if r["user"] in held]
         other = "other-none" if m == "none" else f"{m}/other"
         for t in sorted({r["task"] for r in rows}):
