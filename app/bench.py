@@ -50,10 +50,16 @@ def _bench(t, runs: int) -> dict:
     eng.set_scale(0.0)
     without = eng.complete(prompt, max_tokens=128)
     eng.set_scale(1.0)
+    t0 = time.perf_counter()
+    words = t.words()                    # counted from the store: once per set of documents
+    words_ms = (time.perf_counter() - t0) * 1000
+    with_words = eng.complete(prompt, max_tokens=128, bias=words.processor(1.0)) if words else None
     out["decode_tokens_per_s"] = {"with_adapter": round(with_adapter.tokens_per_s, 1),
                                   "without": round(without.tokens_per_s, 1),
                                   "ratio": round(with_adapter.tokens_per_s / max(without.tokens_per_s, 1e-9), 3),
-                                  "goal_ratio": 0.9}
+                                  "goal_ratio": 0.9,
+                                  "with_adapter_and_words": round(with_words.tokens_per_s, 1) if words else None}
+    out["words"] = {"count_ms": round(words_ms, 1), "tokens": len(words) if words else 0}
     out["embedding"] = embedding_bench(t)
     return out
 

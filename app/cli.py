@@ -173,6 +173,9 @@ def _answer_opts(f):
     f = click.option("--examples/--no-examples", default=None,
                      help="a title/abstract task request gets your k nearest documents as worked examples "
                           "(default: on, the setting 'examples')")(f)
+    f = click.option("--words/--no-words", default=None,
+                     help="raise your documents' own vocabulary in answers that hold none of them (default: on, "
+                          "the setting 'words'; with the adapter only)")(f)
     f = click.option("--k", type=int, default=None, help="passages to retrieve")(f)
     f = click.option("--max-tokens", type=int, default=ANSWER_TOKENS, show_default=True)(f)
     f = click.option("--seed", type=int, default=None, help="seed for a reproducible answer (default: a fresh one)")(f)
@@ -184,26 +187,26 @@ def _answer_opts(f):
 @click.argument("prompt")
 @_answer_opts
 @click.pass_context
-def ask(ctx, prompt, no_adapter, scale, rag, examples, k, max_tokens, seed, greedy):
+def ask(ctx, prompt, no_adapter, scale, rag, examples, words, k, max_tokens, seed, greedy):
     """Answer one prompt."""
     ans = _core(ctx).ask(prompt, use_adapter=not no_adapter, scale=scale, rag=rag, k=k, max_tokens=max_tokens,
-                         seed=seed, greedy=greedy, examples=examples)
+                         seed=seed, greedy=greedy, examples=examples, words=words)
     data = {"text": ans.text, "adapter_version": ans.adapter_version, "strength": ans.strength,
-            "sources": ans.sources}
+            "words": ans.words, "sources": ans.sources}
 
     def human(d):
         click.echo(d["text"])
         for s in d["sources"]:
             click.echo(f"  [source] {s['path']}")
         from .core import adapter_badge
-        click.echo(f"[{adapter_badge(d['adapter_version'], d['strength'])}]", err=True)
+        click.echo(f"[{adapter_badge(d['adapter_version'], d['strength'], d['words'])}]", err=True)
     _emit(ctx, data, human)
 
 
 @cli.command()
 @_answer_opts
 @click.pass_context
-def chat(ctx, no_adapter, scale, rag, examples, k, max_tokens, seed, greedy):
+def chat(ctx, no_adapter, scale, rag, examples, words, k, max_tokens, seed, greedy):
     """Chat interactively (streaming). Empty line or Ctrl-D ends."""
     from .core import adapter_badge
     t = _core(ctx)
@@ -218,9 +221,9 @@ def chat(ctx, no_adapter, scale, rag, examples, k, max_tokens, seed, greedy):
         if not line:
             break
         msgs = history + [{"role": "user", "content": line}]
-        pieces, sources, active, strength = t.stream(msgs, use_adapter=not no_adapter, scale=scale, rag=rag,
-                                                      k=k, max_tokens=max_tokens, seed=seed, greedy=greedy,
-                                                      examples=examples)
+        pieces, sources, active, strength, words_on = t.stream(msgs, use_adapter=not no_adapter, scale=scale,
+                                                                rag=rag, k=k, max_tokens=max_tokens, seed=seed,
+                                                                greedy=greedy, examples=examples, words=words)
         click.echo("tailor> ", nl=False)
         out = []
         try:
@@ -236,7 +239,7 @@ def chat(ctx, no_adapter, scale, rag, examples, k, max_tokens, seed, greedy):
         history = msgs + [{"role": "assistant", "content": text}]
         for s in sources:
             click.echo(f"  [source] {s['path']}")
-        click.echo(f"[{adapter_badge(active, strength)}]", err=True)
+        click.echo(f"[{adapter_badge(active, strength, words_on)}]", err=True)
 
 
 @cli.command()

@@ -46,17 +46,20 @@ class Answer:
     strength: float | None = None      # the adapter's strength this answer had (prompts.request_strength)
     first_token_ms: float = 0.0
     tokens_per_s: float = 0.0
+    words: bool = False                # the person's words (app.words) raised in this answer
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def adapter_badge(version: int | None, strength: float | None = None) -> str:
+def adapter_badge(version: int | None, strength: float | None = None, words: bool = False) -> str:
     """What made an answer, in the words the app shows under it and the terminal prints after it: a person
-    should see that a chat question got a quarter of the strength (prompts.request_strength) wherever they ask."""
+    should see that a chat question got a quarter of the strength (prompts.request_strength) wherever they ask,
+    and whether their words were raised (app.words)."""
     if version is None:
         return "base model"
-    return f"personalized · adapter v{version}" + (f" · strength {strength:.2f}" if strength is not None else "")
+    return (f"personalized · adapter v{version}" + (f" · strength {strength:.2f}" if strength is not None else "")
+            + (" · your words" if words else ""))
 
 
 class Tailor:
@@ -71,6 +74,7 @@ class Tailor:
         self._hypernet = None
         self._engine = None
         self._spec = None
+        self._words: tuple[str, object] | None = None   # (profile fingerprint, app.words.Words or None)
         self._other_embeddings_dropped = False    # once per process: an embedder upgrade means a restart
         self._lock = threading.RLock()    # model objects are built once, whichever thread asks first
         self._extractor: Extractor | None = None
@@ -140,6 +144,19 @@ class Tailor:
                                     exc_info=True)
                 self._engine = eng
             return self._engine
+
+    def words(self):
+        """The person's words (app.words.Words) from the documents as they are now, counted once per set of
+        documents; None with an empty profile or a hypernetwork without its words head beside it."""
+        with self._lock:
+            fingerprint = self.store.profile_fingerprint("words")
+            if self._words is None or self._words[0] != fingerprint:
+                from .words import WordsHead, of_store
+                head = WordsHead.beside(self.hypernet)
+                eng = self.engine
+                words = of_store(head, self.store, lambda t: eng.tokenize(t, special=False)) if head else None
+                self._words = (fingerprint, words)
+            return self._words[1]
 
     @property
     def engine_loaded(self) -> bool:
@@ -269,19 +286,25 @@ class Tailor:
 
     # --- answers -----------------------------------------------------------------
     def _prepare(self, messages: list[dict], use_adapter: bool | None, scale: float | None, rag: bool | None,
-                 k: int | None, max_tokens: int = ANSWER_TOKENS, examples: bool | None = None
-                 ) -> tuple[str, list[dict], int | None, float | None]:
+                 k: int | None, max_tokens: int = ANSWER_TOKENS, examples: bool | None = None,
+                 words: bool | None = None
+                 ) -> tuple[str, list[dict], Callable | None, int | None, float | None]:
         """The prompt for the last message of a chat: adapter set, retrieval added, and the history trimmed
         (prompts.trim_history) so the prompt leaves ``max_tokens`` of the context for the answer.
         A task request (prompts.parse_task) gets the person's documents as worked examples when ``examples``
         (on by default: the evaluation's best method on both data sets, MODEL_CARD "Worked examples by
         default") or ``rag`` is on; any other request gets passages only with ``rag``. The adapter's
         strength is ``scale`` for a task request and a share of it for anything else (request_strength).
-        Returns (prompt, sources, adapter version or None, the strength applied or None)."""
+        With ``words`` (a setting, on by default) and the adapter on, an answer whose prompt holds none of the
+        person's documents gets the person's words (app.words) at the adapter's strength: with worked examples
+        in the prompt the bias no longer helps (MODEL_CARD "The person's words in the app").
+        Returns (prompt, sources, the logits bias or None, adapter version or None, the strength applied or
+        None)."""
         use_adapter = self.settings.use_adapter if use_adapter is None else use_adapter
         scale = self.settings.scale if scale is None else scale
         rag = self.settings.rag if rag is None else rag
         examples = self.settings.examples if examples is None else examples
+        words = self.settings.words if words is None else words
         eng = self.engine
         latest = self.latest_adapter()
         active, strength = None, None
@@ -295,6 +318,7 @@ class Tailor:
             eng.set_scale(0.0)
         k = k or self.settings.rag_k
         task = parse_task(messages[-1]["content"]) if rag or examples else None
+        items: list[dict] = []
         if task:
             items, sources = self._examples(task, k)
             build = lambda turns: eng.chat_prompt(with_examples(task[0], turns, items))    # noqa: E731
@@ -303,7 +327,11 @@ class Tailor:
             build = lambda turns: eng.chat_prompt(with_context(turns, [s["text"] for s in sources]))  # noqa: E731
         room = eng.n_ctx - max_tokens
         turns = trim_history(messages, lambda t: len(eng.tokenize(build(t))) <= room)
-        return build(turns), sources, active, strength
+        bias = None
+        if words and active is not None and not items and not sources:
+            person = self.words()
+            bias = person.processor(strength) if person is not None else None
+        return build(turns), sources, bias, active, strength
 
     def _examples(self, task: tuple[str, str, str], k: int) -> tuple[list[dict], list[dict]]:
         name, title, text = task
@@ -321,22 +349,25 @@ class Tailor:
 
     def stream(self, messages: list[dict], *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=ANSWER_TOKENS,
                seed=None, greedy=None, sampling: Sampling | None = None, usage: dict | None = None,
-               examples=None) -> tuple[Iterator[str], list[dict], int | None, float | None]:
-        """(answer pieces, sources, adapter version or None, its strength or None) for the last message."""
-        prompt, sources, active, strength = self._prepare(messages, use_adapter, scale, rag, k, max_tokens,
-                                                          examples)
+               examples=None, words=None) -> tuple[Iterator[str], list[dict], int | None, float | None, bool]:
+        """(answer pieces, sources, adapter version or None, its strength or None, whether the person's words were
+        raised) for the last message."""
+        prompt, sources, bias, active, strength = self._prepare(messages, use_adapter, scale, rag, k, max_tokens,
+                                                                examples, words)
         sampling = sampling or self.sampling(seed, greedy)
-        return (self.engine.stream(prompt, max_tokens=max_tokens, sampling=sampling, usage=usage), sources, active,
-                strength)
+        return (self.engine.stream(prompt, max_tokens=max_tokens, sampling=sampling, usage=usage, bias=bias), sources,
+                active, strength, bias is not None)
 
     def ask(self, prompt: str, *, use_adapter=None, scale=None, rag=None, k=None, max_tokens=ANSWER_TOKENS, seed=None,
             greedy=None, sampling: Sampling | None = None, history: list[dict] | None = None,
-            examples=None) -> Answer:
+            examples=None, words=None) -> Answer:
         messages = (history or []) + [{"role": "user", "content": prompt}]
-        full_prompt, sources, active, strength = self._prepare(messages, use_adapter, scale, rag, k, max_tokens,
-                                                               examples)
-        g = self.engine.complete(full_prompt, max_tokens=max_tokens, sampling=sampling or self.sampling(seed, greedy))
-        return Answer(g.text, active, sources, strength, round(g.first_token_ms, 1), round(g.tokens_per_s, 1))
+        full_prompt, sources, bias, active, strength = self._prepare(messages, use_adapter, scale, rag, k,
+                                                                     max_tokens, examples, words)
+        g = self.engine.complete(full_prompt, max_tokens=max_tokens, sampling=sampling or self.sampling(seed, greedy),
+                                 bias=bias)
+        return Answer(g.text, active, sources, strength, round(g.first_token_ms, 1), round(g.tokens_per_s, 1),
+                      bias is not None)
 
     # --- chats -------------------------------------------------------------------
     # The CLI and the UI keep chats through these, never through the store: one place records a turn.

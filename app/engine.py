@@ -12,7 +12,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,15 +136,17 @@ class Engine:
     def chat_prompt(self, messages: list[dict]) -> str:
         return render_chat(self.template, messages, add_generation_prompt=True)
 
-    def tokenize(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode(), add_bos=False, special=True)
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """``special`` False for a person's text: a "<|im_end|>" written in a document is text, not a turn's end."""
+        return self.llm.tokenize(text.encode(), add_bos=False, special=special)
 
     def stream(self, prompt: str, *, max_tokens: int = ANSWER_TOKENS, seed: int | None = None,
                temperature: float | None = None, sampling: Sampling | None = None,
-               usage: dict | None = None) -> Iterator[str]:
+               usage: dict | None = None, bias: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[str]:
         """Yield text pieces. ``sampling`` decides; without it, greedy unless a seed or temperature is given.
         ``usage``, if given, is filled with the prompt's and the answer's token counts as they are known (an API
-        reports them; re-tokenizing the answer text would not give the tokens generated)."""
+        reports them; re-tokenizing the answer text would not give the tokens generated). ``bias``: (logits (V,))
+        -> logits, applied to each step's logits before any sampler (app.words: the person's words)."""
         if sampling is None:
             t = temperature if temperature is not None else (0.7 if seed is not None else 0.0)
             sampling = Sampling(temperature=t, seed=seed)
@@ -165,7 +167,8 @@ class Engine:
             for i, tok in enumerate(self.llm.generate(
                     tokens, temp=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
                     repeat_penalty=s.repeat_penalty, presence_penalty=s.presence_penalty,
-                    frequency_penalty=s.frequency_penalty, reset=True)):
+                    frequency_penalty=s.frequency_penalty, reset=True,
+                    logits_processor=None if bias is None else [lambda _ids, logits: bias(logits)])):
                 if tok == self.eos or self.stop_event.is_set() or i >= min(max_tokens, budget):
                     break
                 if usage is not None:
@@ -200,8 +203,13 @@ class Engine:
             self.llm.eval(tokens)
             return np.array(self.llm.scores[:len(tokens)], dtype=np.float32)
 
-    def nll(self, prompt_tokens: list[int], target_tokens: list[int]) -> float:
-        """Mean negative log-likelihood per target token, under the current adapter."""
-        logits = self.logits(prompt_tokens + target_tokens)[len(prompt_tokens) - 1:-1].astype(np.float64)
+    def nll(self, prompt_tokens: list[int], target_tokens: list[int],
+            bias: Callable[[np.ndarray], np.ndarray] | None = None) -> float:
+        """Mean negative log-likelihood per target token, under the current adapter (and ``bias``, as stream
+        applies it)."""
+        logits = self.logits(prompt_tokens + target_tokens)[len(prompt_tokens) - 1:-1]
+        if bias is not None:
+            logits = np.stack([bias(row) for row in logits])
+        logits = logits.astype(np.float64)
         logz = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
         return float(np.mean(logz - logits[np.arange(len(target_tokens)), target_tokens]))

@@ -177,8 +177,9 @@ class Handler(BaseHTTPRequestHandler):
         cid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
         try:
             usage: dict = {}
-            pieces, _sources, active, _strength = t.stream(req["messages"], max_tokens=req["max_tokens"],
-                                                           rag=False, sampling=self.server.sampling(req), usage=usage)
+            pieces, _sources, active, _strength, _words = t.stream(req["messages"], max_tokens=req["max_tokens"],
+                                                                   rag=False, sampling=self.server.sampling(req),
+                                                                   usage=usage)
         except PromptTooLongError as e:
             return self._error(ServeError(400, str(e), "context_length_exceeded"))
         try:

@@ -24,6 +24,7 @@ class Settings:
     rag: bool = False                  # "Cite my documents": passages in the prompt, listed as sources
     examples: bool = True              # a title/abstract request gets the person's nearest documents as examples
     use_adapter: bool = True
+    words: bool = True                 # "My words": the person's vocabulary raised where no document is in the prompt
     scale: float = 1.0
     greedy: bool = False               # chat and ask sample (CHAT_SAMPLING) unless this is set
     seed: int | None = None            # a fixed seed makes sampled answers reproducible; None: a fresh one each

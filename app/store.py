@@ -291,6 +291,13 @@ class Store:
             f"SELECT ch.id, ch.text, d.path FROM chunks ch JOIN documents d ON d.id = ch.document_id "
             f"WHERE ch.id IN ({marks})", ids)})
 
+    def document_texts(self) -> list[str]:
+        """The text of every imported document (its chunks in order, as the profile holds it)."""
+        return self.read(lambda c: [r[0] for r in c.execute(
+            "SELECT group_concat(text, ' ') FROM (SELECT ch.document_id, ch.text FROM chunks ch "
+            "JOIN documents d ON d.id = ch.document_id WHERE d.status = 'ok' ORDER BY ch.document_id, ch.idx) "
+            "GROUP BY document_id ORDER BY document_id")])
+
     def documents_of_chunks(self, ids: list[int], max_chunks: int) -> list[dict]:
         """The documents the given chunks belong to, each once, in the order of their first chunk in ``ids``,
         with title and the text of their first ``max_chunks`` chunks: few-shot examples need whole items

@@ -4,7 +4,9 @@
 
 Methods: base, rag, p2p, p2p+rag, p2p-shuffled, mt-lora, oppu (see MODEL_CARD.md), and rag-shuffled,
 p2p+rag-shuffled: rag / p2p+rag with the next user's retrieved items (and adapter) instead of the person's own;
-mt-lora+rag: the shared LoRA shown the person's own items, the fair control for p2p+rag (what a person runs).
+mt-lora+rag: the shared LoRA shown the person's own items, the fair control for p2p+rag (what a person runs);
+p2p+words (-shuffled): p2p with the person's (the next user's) words, app.words, as the app applies them to a
+request without documents in its prompt.
 Per method and task: ROUGE-1/ROUGE-L of the greedy answer (rouge-score, stemmed),
 mean per-token NLL of the gold answer, and seconds per user to personalize.
 Paired bootstrap 95% CIs (resampling users) for p2p - base, p2p - mt-lora, p2p+rag - mt-lora+rag and each
@@ -33,6 +35,7 @@ from app.models import EMBEDDER_KEY, default_base_model_path
 from app.profile import profile_vector
 from app.prompts import TASKS, task_messages, task_target, with_examples
 from app.store import Store
+from app.words import of_store
 from hypernet_onnx import chat_anchors
 from hypernet_onnx import data as D
 from hypernet_onnx.rag_data import RAG_K, person_store
@@ -40,12 +43,13 @@ from hypernet_onnx.stats import paired_bootstrap
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ALL_METHODS = ["base", "rag", "p2p", "p2p+rag", "p2p-shuffled", "mt-lora", "oppu", "rag-shuffled", "p2p+rag-shuffled",
-               "mt-lora+rag"]
+               "mt-lora+rag", "p2p+words", "p2p+words-shuffled"]
 MT_LORA_METHODS = {"mt-lora", "mt-lora+rag"}
-HYPERNET_METHODS = {"p2p", "p2p+rag", "p2p-shuffled", "p2p+rag-shuffled"}
-# each "-shuffled" method is its method with everything personal taken from the NEXT user (adapter and/or
+HYPERNET_METHODS = {"p2p", "p2p+rag", "p2p-shuffled", "p2p+rag-shuffled", "p2p+words", "p2p+words-shuffled"}
+# each "-shuffled" method is its method with everything personal taken from the NEXT user (adapter, words and/or
 # retrieved items): own - shuffled is how much of the method's gain needs this person's own documents
-PERSON_PAIRS = [("p2p", "p2p-shuffled"), ("rag", "rag-shuffled"), ("p2p+rag", "p2p+rag-shuffled")]
+PERSON_PAIRS = [("p2p", "p2p-shuffled"), ("rag", "rag-shuffled"), ("p2p+rag", "p2p+rag-shuffled"),
+                ("p2p+words", "p2p+words-shuffled")]
 MAX_TOKENS = {"headline": 32, "writing": 160}
 MAX_PROMPT_TOKENS = 1400         # long abstracts in the headline prompt are cut to fit the context
 NLL_MAX_TARGET = 256
@@ -75,6 +79,8 @@ class Evaluator:
         from rouge_score import rouge_scorer
         self.scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
         self._oppu = None
+        from app.words import WordsHead
+        self.words_head = WordsHead.beside(self.hyper)        # p2p+words: the person's words (app.words)
 
     # --- personalization ---------------------------------------------------------
     def profile(self, user: dict) -> tuple[Store, np.ndarray, float]:
@@ -111,22 +117,31 @@ class Evaluator:
                 prompt = self.engine.chat_prompt(msgs[:-1] + [{"role": "user", "content": " ".join(words)}])
         return prompt
 
-    def score(self, task: str, q: dict, items: list[dict]) -> dict:
+    def words(self, store: Store):
+        """The person's words as the app counts them (app.words.of_store, Tailor.words)."""
+        if self.words_head is None:
+            raise SystemExit(f"p2p+words needs the words head beside {self.hyper.path} (trained with its adapters)")
+        return of_store(self.words_head, store, lambda t: self.engine.tokenize(t, special=False))
+
+    def score(self, task: str, q: dict, items: list[dict], bias=None) -> dict:
+        """``bias``: the person's words (Words.processor), added to the logits of decoding and NLL alike."""
         prompt = self.prompt_for(task, q, items)
         gold = task_target(task, q["title"], q["text"])
         row = {"rouge1": None, "rougeL": None, "nll": None, "output": None}     # None: not measured (--nll-only)
         if self.generate:
-            out = self.engine.complete(prompt, max_tokens=MAX_TOKENS[task]).text
+            out = self.engine.complete(prompt, max_tokens=MAX_TOKENS[task], bias=bias).text
             r = self.scorer.score(gold, out)
             row.update(rouge1=r["rouge1"].fmeasure, rougeL=r["rougeL"].fmeasure, output=out)
         target = self.engine.tokenize(gold + "<|im_end|>")[:NLL_MAX_TARGET]
-        row["nll"] = self.engine.nll(self.engine.tokenize(prompt), target)
+        row["nll"] = self.engine.nll(self.engine.tokenize(prompt), target, bias)
         return row
 
-    def chat_rows(self, method: str, user: str, key: tuple) -> list[dict]:
-        """The chat drift's rows (task "chat", one per anchor) for the adapter now set; computed once per adapter."""
+    def chat_rows(self, method: str, user: str, key: tuple, words=None) -> list[dict]:
+        """The chat drift's rows (task "chat", one per anchor) for the adapter now set (and ``words``, the person's
+        words, at the strength each anchor gets); computed once per adapter and words."""
         if key not in self._chat_nll:
-            self._chat_nll[key] = chat_anchors.chat_nll(self.engine, self.anchors, app_strength=not self.chat_full)
+            self._chat_nll[key] = chat_anchors.chat_nll(self.engine, self.anchors, app_strength=not self.chat_full,
+                                                        words=words)
         return [{"method": method, "user": user, "query": i, "task": "chat", "rouge1": None, "rougeL": None,
                  "nll": v, "output": None} for i, v in enumerate(self._chat_nll[key])]
 
@@ -143,6 +158,10 @@ class Evaluator:
             store, emb, t_embed = self.profile(u)
             path, t_h = self.p2p_adapter(emb, u["user"])
             prepared[u["user"]] = {"store": store, "p2p": path, "t_p2p": t_embed + t_h, "t_rag": t_embed}
+            if any("words" in m for m in methods):
+                t = time.perf_counter()
+                prepared[u["user"]]["words"] = self.words(store)
+                prepared[u["user"]]["t_p2p+words"] = prepared[u["user"]]["t_p2p"] + time.perf_counter() - t
         ids = [u["user"] for u in users]
         shuffled = {uid: ids[(i + 1) % len(ids)] for i, uid in enumerate(ids)}
         sec: dict[str, list[float]] = {m: [] for m in methods}
@@ -151,8 +170,9 @@ class Evaluator:
                 p = prepared[u["user"]]
                 src = prepared[shuffled[u["user"]]] if m.endswith("-shuffled") else p   # whose adapter and items
                 adapter, t_pers = None, 0.0
+                words = src["words"] if "words" in m else None
                 if m in HYPERNET_METHODS:
-                    adapter, t_pers = src["p2p"], p["t_p2p"]
+                    adapter, t_pers = src["p2p"], p["t_p2p+words" if words else "t_p2p"]
                 elif m in MT_LORA_METHODS:
                     adapter, t_pers = self.mt_lora, (p["t_rag"] if "rag" in m else 0.0)
                 elif m == "oppu":
@@ -163,12 +183,14 @@ class Evaluator:
                 scale = self.scale if m in HYPERNET_METHODS else 1.0
                 self.engine.set_adapter(adapter, scale)
                 sec[m].append(t_pers)
-                rows += self.chat_rows(m, u["user"], (str(adapter) if adapter else None, scale if adapter else None))
+                rows += self.chat_rows(m, u["user"], (str(adapter) if adapter else None, scale if adapter else None,
+                                                      id(words) if words else None), words)
+                bias = words.processor(scale) if words else None
                 for qi, q in enumerate(u["queries"] if self.tasks else []):
                     for task in TASKS:
                         items = self.retrieve(src["store"], q, task) if "rag" in m else []
                         rows.append({"method": m, "user": u["user"], "query": qi, "task": task,
-                                     "examples": [it["title"] for it in items], **self.score(task, q, items)})
+                                     "examples": [it["title"] for it in items], **self.score(task, q, items, bias)})
         self.engine.set_adapter(None)
         for p in prepared.values():
             p["store"].close()

@@ -33,10 +33,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from person_guidance import add_arguments, greedy_scoring, guided_greedy, rouge_report, save, setup  # noqa: E402
 
+from app.words import PMI_CAP  # noqa: E402
 from hypernet_onnx import data as D  # noqa: E402
 from hypernet_onnx.stats import paired_bootstrap  # noqa: E402
-
-PMI_CAP = 5.0
 
 
 def token_counts(tok, users: list[dict], vocab: int) -> np.ndarray:

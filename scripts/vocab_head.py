@@ -38,14 +38,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from person_guidance import add_arguments, greedy_scoring, guided_greedy, rouge_report, save, setup  # noqa: E402
-from vocab_bias import PMI_CAP, log_background  # noqa: E402
+from vocab_bias import log_background  # noqa: E402
 from vocab_ceiling import biased_nll, keep  # noqa: E402
 
 from app.prompts import TASKS  # noqa: E402
+from app.words import N_FEATURES, features  # noqa: E402
 from hypernet_onnx import data as D  # noqa: E402
 from hypernet_onnx.stats import paired_bootstrap  # noqa: E402
-
-N_FEATURES = 6
 
 
 class Author:
@@ -75,11 +74,7 @@ class Author:
         c, d, n = self.stats(leave_out)
         s = self.support.numpy()
         cs, bg = c[s], log_bg[s]
-        has = cs > 0
-        pmi = np.where(has, np.log(np.maximum(cs, 1e-9) / c.sum()) - bg, 0.0)
-        f = np.stack([np.clip(pmi, 0, PMI_CAP), pmi / PMI_CAP, np.log1p(cs) / 3, (bg + 10) / 5, d[s] / n,
-                      np.full(len(s), np.log(c.sum()) / 8)], 1)
-        return torch.tensor(f, dtype=torch.float32), torch.tensor(has)
+        return torch.tensor(features(cs, d[s], n, c.sum(), bg), dtype=torch.float32), torch.tensor(cs > 0)
 
 
 class VocabHead(nn.Module):
@@ -228,6 +223,8 @@ def main() -> None:
     ap.add_argument("--chat", type=int, default=0, help="with --load: also the chat drift of the first N authors")
     ap.add_argument("--generate", default="", help="with --load: also greedy answers to these tasks, ROUGE-L")
     ap.add_argument("--load", type=Path, help="score this saved head (a --out's .pt) instead of training")
+    ap.add_argument("--export", type=Path, help="with --load: also write its head-p1 as the app runs it (a .npz: "
+                    "app.words.WordsHead), counted against --train-users after --bg-users")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -245,6 +242,8 @@ def main() -> None:
         heads = {name: VocabHead(p) for name, p in json.loads(a.load.with_suffix(".json").read_text())["kinds"].items()}
         for name, sd in torch.load(a.load).items():
             heads[name].load_state_dict(sd)
+        if a.export:
+            export(heads["head-p1"], S.tok, log_bg, a)
         heads = {"pmi": pmi, **heads}
         rows = score(heads, scored)
         drift = chat_drift(S, heads, authors, feats, a.chat) if a.chat else []
@@ -289,6 +288,27 @@ def main() -> None:
     torch.save({name: sd for name, (_, _, sd) in best.items()}, a.out.with_suffix(".pt"))
     save(a, kinds={n: int(p) for n, p in kinds.items()}, chosen={n: e for n, (_, e, _) in best.items()}, epochs=epochs)
     print(report(epochs, chosen={n: e for n, (_, e, _) in best.items()}))
+
+
+def export(head: VocabHead, tok, log_bg: np.ndarray, a) -> None:
+    """The head as the app runs it (app.words.WordsHead, numpy): its weights, the background it counts PMI
+    against, the largest training profile (tokens; the app counts bigger ones at that size) and the
+    hypernetwork whose adapters it was trained with (the app uses it with that one only)."""
+    from app.hypernet import Hypernet
+    users = D.load_users(a.train_data, a.bg_users + a.train_users)[a.bg_users:]
+    max_total = max(Author(tok, u, len(log_bg)).stats()[0].sum() for u in users)
+    words_head(head, log_bg, max_total, Hypernet(a.hypernet).id).save(a.export)
+    print(f"wrote {a.export} (largest training profile {max_total:.0f} tokens)")
+
+
+def words_head(head: VocabHead, log_bg: np.ndarray, max_total: float, hypernet_id: str):
+    """``head`` (per position) as app.words.WordsHead: the same function in numpy."""
+    from app.words import WordsHead
+    assert head.positional, "the app runs head-p1 (per position)"
+    sd = {k: v.detach().double().numpy() for k, v in head.state_dict().items()}
+    return WordsHead(w=float(sd["w"]), w1=sd["mlp.0.weight"].T, b1=sd["mlp.0.bias"], w2=sd["mlp.2.weight"][0],
+                     b2=float(sd["mlp.2.bias"][0]), log_bg=log_bg.astype(np.float32), max_total=float(max_total),
+                     hypernet_id=hypernet_id)
 
 
 def pick_users(rows: list[dict]) -> set[str]:

@@ -37,11 +37,14 @@ def test_cli_flow(home, tmp_path):
     shown = json.loads(run("ask", task[0]["content"], "--k", "2", "--max-tokens", "8").stdout)
     assert len(shown["sources"]) == 2            # worked examples by default (the documents they came from)
     bare = json.loads(run("ask", task[0]["content"], "--no-examples", "--max-tokens", "8").stdout)
-    assert bare["sources"] == []
-    for prompt, strength in (("What file format do I work on?", CHAT_STRENGTH), (task[0]["content"], 1.0)):
+    assert bare["sources"] == [] and bare["words"] and not shown["words"]   # the person's words: no documents shown
+    plain = json.loads(run("ask", task[0]["content"], "--no-examples", "--no-words", "--max-tokens", "8").stdout)
+    assert not plain["words"]
+    for prompt, strength, words in (("What file format do I work on?", CHAT_STRENGTH, " · your words"),
+                                    (task[0]["content"], 1.0, "")):
         said = CliRunner().invoke(cli, ["ask", prompt, "--max-tokens", "4"], obj={}, catch_exceptions=False)
         assert said.exit_code == 0 and said.stderr.splitlines()[-1] == \
-            f"[personalized · adapter v2 · strength {strength:.2f}]", said.stderr   # what the app's chat shows
+            f"[personalized · adapter v2 · strength {strength:.2f}{words}]", said.stderr   # what the app's chat shows
 
     info = json.loads(run("info").stdout)
     assert info["profile"]["documents"] == 4 and [a["version"] for a in info["adapters"]] == [2, 1]
@@ -70,6 +73,8 @@ def test_bench_reports_every_number_and_leaves_the_store_alone(home):
     assert set(swap["stages_p50"]) == {"hypernet", "write", "load"}
     assert out["first_token_after_swap_ms"]["p50"] > 0
     assert out["decode_tokens_per_s"]["with_adapter"] > 0 and out["decode_tokens_per_s"]["without"] > 0
+    assert out["decode_tokens_per_s"]["with_adapter_and_words"] > 0                  # the person's words, timed
+    assert out["words"]["tokens"] > 100 and out["words"]["count_ms"] > 0
     emb = out["embedding"]
     assert emb["chunks"] == 256 and emb["onnx_chunks_per_s"] > 0
     assert set(emb["sentence_transformers_by_batch"]) == {"8", "32"}

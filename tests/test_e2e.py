@@ -115,6 +115,45 @@ def test_task_requests_get_the_persons_documents_as_examples(tailor, engine):
     assert tailor.ask(request, use_adapter=False, k=2, max_tokens=8).sources == []
 
 
+def test_answers_without_documents_in_the_prompt_get_the_persons_words(tailor, engine):
+    """app.words in the app: a request whose prompt holds none of the person's documents (a task with examples
+    off, an everyday request) gets the bias of their words, at the strength the adapter has for it; a task request
+    with worked examples, an answer without the adapter or with the setting off gets none. The words are counted
+    from the documents as they are now (an import changes them)."""
+    import numpy as np
+    from app.prompts import CHAT_STRENGTH, task_messages
+    from app.words import WordsHead
+    tailor._engine = engine
+    tailor.import_paths([SAMPLES / "packaging"])
+    tailor.adapt(load=True)
+    request = [{"role": "user", "content": task_messages("writing", title="A format for Python packages")[0]["content"]}]
+    everyday = [{"role": "user", "content": "What should I cook tonight?"}]
+    assert WordsHead.beside(tailor.hypernet) is not None          # shipped with the hypernetwork it was trained with
+    prompt, _, bias, _, strength = tailor._prepare(request, True, 1.0, False, 2, examples=False)
+    assert bias is not None and strength == 1.0
+    words = tailor.words()
+    logits = engine.logits(engine.tokenize(prompt))[-1]
+    raised = bias(logits) - logits
+    outside = np.setdiff1d(np.arange(len(logits)), words.support)
+    assert (raised[outside] == 0).all() and (raised[words.support] != 0).all()
+    wheel = engine.tokenize(" wheel", special=False)[0]             # the packaging notes' word, rare elsewhere
+    assert raised[wheel] > 0.5 and raised[wheel] > np.median(raised[words.support])
+    _, _, chat_bias, _, chat_strength = tailor._prepare(everyday, True, 1.0, False, 2)
+    assert chat_strength == CHAT_STRENGTH
+    np.testing.assert_allclose(chat_bias(logits) - logits, CHAT_STRENGTH * raised, rtol=1e-4, atol=1e-5)
+
+    assert tailor._prepare(request, True, 1.0, False, 2)[2] is None                   # worked examples in it
+    assert tailor._prepare(everyday, True, 1.0, True, 2)[2] is None                   # cited passages in it
+    assert tailor._prepare(request, False, 1.0, False, 2, examples=False)[2] is None  # no adapter
+    assert tailor._prepare(request, True, 1.0, False, 2, examples=False, words=False)[2] is None
+    assert tailor.ask(request[0]["content"], examples=False, max_tokens=4, greedy=True).words
+    assert not tailor.ask(request[0]["content"], max_tokens=4, greedy=True).words
+
+    tailor.import_paths([SAMPLES / "interpreter-performance"])
+    more = tailor.words()
+    assert more is not words and len(more) > len(words) and tailor.words() is more    # counted once per profile
+
+
 def test_everyday_requests_get_a_share_of_the_adapters_strength(tailor, engine):
     """The adapter is trained on the two tasks: a task request gets the whole strength, anything else
     prompts.CHAT_STRENGTH of it (its everyday-chat drift, MODEL_CARD); the answer says which it had."""

@@ -359,6 +359,53 @@ def test_vocab_head_starts_at_the_pmi_bias_and_never_counts_the_target(tiny_cfg,
     assert (moved(f, has, {})[~has] == 0).all() and (moved(f, has, {})[has] != 0).all()
 
 
+def test_the_apps_words_head_is_the_trained_head_in_numpy(tiny_cfg, sample_data, tmp_path):
+    """app.words (what the app runs, numpy) against scripts/vocab_head.VocabHead (what was trained, torch), through
+    the export and a save/load: the same features from a person's documents and the same bias at each step."""
+    import torch
+    from app.words import WordsHead
+    from hypernet_onnx.data import load_users
+    from hypernet_onnx.frozen_base import load_base
+    vh = _script("vocab_head")
+    _, tok, _, _ = load_base(tiny_cfg)
+    user = next(u for u in load_users(sample_data) if len(u["profile"]) > 2)
+    au = vh.Author(tok, user, len(tok))
+    rng = np.random.default_rng(0)
+    log_bg = np.log(rng.dirichlet(np.ones(len(tok))))
+    torch.manual_seed(0)
+    head = vh.VocabHead(True)
+    with torch.no_grad():                                         # a trained head: every weight away from its init
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    f, has = au.features(log_bg)
+    path = tmp_path / "words.npz"
+    vh.words_head(head, log_bg, 1e9, "hn-1").save(path)
+    app_head = WordsHead.load(path)
+    assert app_head.hypernet_id == "hn-1"
+    docs = [[t for text in (it.get("title", ""), it.get("text", "")) for t in tok(text, add_special_tokens=False)["input_ids"]]
+            for it in user["profile"]]
+    words = app_head.profile(docs)
+    support = au.support.numpy()
+    assert (words.support == support).all() and has.all()
+    np.testing.assert_allclose(words.f, f.numpy(), atol=1e-5)
+
+    logits = torch.randn(3, len(tok)) * 3
+    lp = torch.log_softmax(logits, -1)
+    want = head(f, has, {"s": lp[:, support], "h": vh.entropy(lp)}).detach().numpy()          # (3, S)
+    outside = np.setdiff1d(np.arange(len(tok)), support)
+    for a in range(3):
+        x = logits[a].numpy()
+        got = words.processor(1.0)(x) - x
+        np.testing.assert_allclose(got[support], want[a], atol=1e-4)
+        assert (got[outside] == 0).all()
+        np.testing.assert_allclose(words.processor(0.25)(x) - x, 0.25 * got, atol=1e-5)
+
+    total = sum(map(len, docs))                                  # a profile larger than any trained on
+    small = WordsHead.load(path).__class__(**{**app_head.__dict__, "max_total": total / 4}).profile(docs)
+    np.testing.assert_allclose(small.f[:, :2], words.f[:, :2], atol=1e-5)       # its PMI unchanged,
+    np.testing.assert_allclose(small.f[:, 5], np.log(total / 4) / 8, atol=1e-6)  # counted at the trained size
+
+
 def test_guided_greedy_adds_a_bias_computed_from_each_steps_log_probs(tiny_cfg):
     """scripts/person_guidance.guided_greedy (the decoder of vocab_bias/vocab_head --generate): a callable bias sees
     each step's log-probabilities and decides that step; a bias of zeros changes nothing."""

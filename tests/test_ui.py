@@ -116,6 +116,7 @@ def test_import_adapt_chat_compare_end_to_end(window, qtbot):
     assert "adapter v1" in shown.meta.text()
     assert out["strength"] == window.strength.value() / 100 * CHAT_STRENGTH     # an everyday request (a task
     assert f"strength {out['strength']:.2f}" in shown.meta.text()                # request gets the whole)
+    assert out["words"] and shown.meta.text().endswith("· your words")         # no document in its prompt
     assert window.chat.chat_list.count() == 1             # persisted as a chat
     assert window.chat.regen_btn.isEnabled()
 
@@ -279,10 +280,13 @@ def test_settings_dialog_saves(window, qtbot):
     dlg.k.setValue(7)
     assert dlg.examples.isChecked()                       # worked examples are on by default
     dlg.examples.setChecked(False)
+    assert dlg.words.isChecked()                          # so are the person's words
+    dlg.words.setChecked(False)
     dlg.accept()
     path = Path(window.home) / "settings.json"
     qtbot.waitUntil(lambda: json.loads(path.read_text()).get("rag_k") == 7, timeout=STEP_MS)
     assert json.loads(path.read_text())["examples"] is False
+    assert json.loads(path.read_text())["words"] is False
     assert not window.banner.isVisible()                  # k applies at once: no restart note
 
 

@@ -390,7 +390,7 @@ class ChatView(QWidget):
 
         def progress(p):
             if p["kind"] == "start":
-                w.set_meta(adapter_badge(p["adapter_version"], p["strength"]))
+                w.set_meta(adapter_badge(p["adapter_version"], p["strength"], p["words"]))
                 self.status.setText("Answering…")
             else:
                 w.append(p["text"])

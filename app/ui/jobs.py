@@ -136,10 +136,10 @@ def _short_sources(sources: list[dict]) -> list[dict]:
 
 def _run_stream(t, runner, messages, opts, stop: threading.Event, report, side: str | None = None) -> dict:
     t0 = time.perf_counter()
-    pieces, sources, active, strength = t.stream(messages, **opts)
+    pieces, sources, active, strength, words = t.stream(messages, **opts)
     runner.engine = t.engine
     report({"kind": "start", "side": side, "sources": _short_sources(sources), "adapter_version": active,
-            "strength": strength})
+            "strength": strength, "words": words})
     parts, first = [], None
     try:
         for piece in pieces:
@@ -154,7 +154,7 @@ def _run_stream(t, runner, messages, opts, stop: threading.Event, report, side: 
     end = time.perf_counter()
     n = len(parts)
     return {"text": "".join(parts).strip(), "sources": _short_sources(sources), "adapter_version": active,
-            "strength": strength, "stopped": stop.is_set(), "tokens": n,
+            "strength": strength, "words": words, "stopped": stop.is_set(), "tokens": n,
             "first_token_ms": round(((first or end) - t0) * 1000, 1),
             "tokens_per_s": round((n - 1) / (end - first), 1) if first and n > 1 and end > first else 0.0}
 

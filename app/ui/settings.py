@@ -89,6 +89,14 @@ class SettingsDialog(QDialog):
                                  "with the adapter, the best-scoring form in the evaluation")
         form.addRow("Worked examples:", self.examples)
 
+        self.words = QCheckBox("Raise the words of my documents where none is in the prompt")
+        self.words.setChecked(bool(settings.get("words", True)))
+        self.words.setAccessibleName("My words")
+        self.words.setToolTip("With Personalize on, an answer whose prompt holds none of your documents (an "
+                              "everyday question, a request without worked examples) leans toward the vocabulary "
+                              "your documents use more than other people's, at the adapter's strength")
+        form.addRow("My words:", self.words)
+
         mrow = QHBoxLayout()
         self.model = QLineEdit(settings.get("model_path") or "")
         self.model.setPlaceholderText("Bundled SmolLM2-135M-Instruct")
@@ -133,7 +141,7 @@ class SettingsDialog(QDialog):
 
     def values(self) -> dict:
         return {"threads": self.threads.value(), "gpu_layers": self.gpu.value(), "rag_k": self.k.value(),
-                "examples": self.examples.isChecked(), "model_path": self.model.text().strip() or None}
+                "examples": self.examples.isChecked(), "words": self.words.isChecked(), "model_path": self.model.text().strip() or None}
 
     def changed(self) -> dict:
         return {k: v for k, v in self.values().items() if self._orig.get(k) != v}

@@ -1,0 +1,139 @@
+"""The person's words: a logit bias toward the vocabulary their documents use more than other people do.
+
+Why: the adapter carries the two tasks and the domain, but little of the person (answers under one's own adapter
+are only ~0.01 nats likelier than under the next author's). The token counts of a person's own documents carry far
+more: one small head, learned once across training authors (scripts/vocab_head.py, MODEL_CARD "An output bias
+learned once"), maps what the documents say about each of their tokens (how much more often than in other
+people's documents, how often, in how many documents) and what the model expects at this step (the token's
+log-prob, the step's entropy) to a bias on that token's logit. No per-person training: counting is all a new
+profile costs.
+
+The features are computed here for training and for the app alike (``features``); the head runs in numpy
+(``WordsHead``), tested equal to the torch module it was trained as. The bias is added to each step's logits
+through llama.cpp's sampler chain (Engine.stream's ``bias``) and, for the evaluation, to the logits NLL is taken
+from (Engine.nll's ``bias``): one function for both.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .log import log
+
+WORDS_FILE = "words.npz"     # beside the hypernetwork it was trained with
+PMI_CAP = 5.0           # clip(PMI) tops out here (a token used e^5 times as often as in other people's documents)
+N_FEATURES = 6
+
+
+def features(counts: np.ndarray, docs: np.ndarray, n_docs: int, total: float, log_bg: np.ndarray) -> np.ndarray:
+    """(S, 6) features of S tokens of a profile, scaled to about unit range: clip(PMI), PMI, log count, background
+    log-frequency, the share of documents holding the token, log of the profile's total tokens.
+    ``counts`` / ``docs`` / ``log_bg``: (S,) the tokens' counts, documents holding them, background log-frequency;
+    ``total``: the profile's token count (all tokens). A token the profile lacks (count 0) gets PMI 0."""
+    has = counts > 0
+    pmi = np.where(has, np.log(np.maximum(counts, 1e-9) / total) - log_bg, 0.0)
+    return np.stack([np.clip(pmi, 0, PMI_CAP), pmi / PMI_CAP, np.log1p(counts) / 3, (log_bg + 10) / 5,
+                     docs / n_docs, np.full(len(counts), np.log(total) / 8)], 1)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """torch's exact (erf) GELU; erf by Abramowitz & Stegun 7.1.26 (error < 1.5e-7), as numpy has no erf."""
+    z = np.abs(x) / np.sqrt(2)
+    t = 1 / (1 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = np.sign(x) * (1 - poly * np.exp(-z * z))
+    return 0.5 * x * (1 + erf)
+
+
+@dataclass(frozen=True)
+class WordsHead:
+    """bias = w clip(PMI) + MLP([features, clip(log-prob, -20) / 10, entropy / 5]) on the profile's tokens."""
+    w: float
+    w1: np.ndarray            # (F + 2, H)
+    b1: np.ndarray            # (H,)
+    w2: np.ndarray            # (H,)
+    b2: float
+    log_bg: np.ndarray        # (V,) background log unigram (training authors' documents, add-one smoothed)
+    max_total: float          # the largest profile (tokens) seen in training: bigger ones are counted at this size
+    hypernet_id: str          # the hypernetwork whose adapters' logits it was trained on
+
+    @classmethod
+    def beside(cls, hypernet) -> "WordsHead | None":
+        """The head shipped beside ``hypernet`` (an app.hypernet.Hypernet), if it was trained with that one's
+        adapters; None otherwise (another hypernetwork: its adapters' logits are not what the head learned on)."""
+        path = Path(hypernet.path).with_name(WORDS_FILE)
+        if not path.is_file():
+            return None
+        try:
+            head = cls.load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("the words head %s cannot be read (%s); answering without it", path, exc)
+            return None
+        return head if head.hypernet_id == hypernet.id else None
+
+    @classmethod
+    def load(cls, path: Path) -> "WordsHead":
+        with np.load(path) as z:
+            return cls(float(z["w"]), z["w1"], z["b1"], z["w2"], float(z["b2"]), z["log_bg"],
+                       float(z["max_total"]), str(z["hypernet_id"]))
+
+    def save(self, path: Path) -> None:
+        np.savez(path, w=self.w, w1=self.w1, b1=self.b1, w2=self.w2, b2=self.b2, log_bg=self.log_bg,
+                 max_total=self.max_total, hypernet_id=self.hypernet_id)
+
+    def profile(self, documents: Iterable[list[int]]) -> "Words":
+        """The person's words from their documents' token ids (one list per document)."""
+        V = len(self.log_bg)
+        counts, docs, n = np.zeros(V), np.zeros(V), 0
+        for ids in documents:
+            u, c = np.unique(np.asarray([i for i in ids if 0 <= i < V], dtype=np.int64), return_counts=True)
+            counts[u] += c
+            docs[u] += 1
+            n += bool(len(u))
+        support = np.flatnonzero(counts)
+        total = counts.sum()
+        if total > self.max_total:      # keep the features in the range trained on; PMI itself is unchanged
+            counts *= self.max_total / total
+            total = self.max_total
+        f = features(counts[support], docs[support], max(n, 1), max(total, 1.0), self.log_bg[support])
+        return Words(self, support, f.astype(np.float32))
+
+    def bias(self, f: np.ndarray, logp: np.ndarray, entropy: float) -> np.ndarray:
+        """(S,) bias of the profile's tokens at one step: ``f`` (S, 6) their features, ``logp`` (S,) their
+        log-probs there, ``entropy`` the step's."""
+        x = np.concatenate([f, (np.maximum(logp, -20) / 10)[:, None], np.full((len(f), 1), entropy / 5)], 1)
+        return self.w * f[:, 0] + _gelu(x @ self.w1 + self.b1) @ self.w2 + self.b2
+
+
+@dataclass(frozen=True)
+class Words:
+    """One person's words: the tokens of their documents and what the head needs of each."""
+    head: WordsHead
+    support: np.ndarray       # (S,) token ids
+    f: np.ndarray             # (S, 6) features
+
+    def __len__(self) -> int:
+        return len(self.support)
+
+    def processor(self, strength: float = 1.0):
+        """A function (logits (V,)) -> logits + strength * bias: one step's bias from that step's logits."""
+        def apply(logits: np.ndarray) -> np.ndarray:
+            z = logits.astype(np.float64)
+            m = z.max()
+            lp = z - (m + np.log(np.exp(z - m).sum()))                  # (V,) log-probs
+            entropy = float(-(np.exp(lp) * lp).sum())
+            out = logits.copy()
+            out[self.support] += (strength * self.head.bias(self.f, lp[self.support], entropy)).astype(out.dtype)
+            return out
+        return apply
+
+
+def of_store(head: WordsHead, store, tokenize: Callable[[str], list[int]]) -> Words | None:
+    """The person's words from every document in ``store`` (app.store.Store), each tokenized by ``tokenize`` (the
+    base model's tokenizer: Engine.tokenize(text, special=False)); None for an empty profile. What the app
+    (Tailor.words) and the evaluation both count."""
+    texts = store.document_texts()
+    return head.profile(tokenize(t) for t in texts) if texts else None
