@@ -15,6 +15,7 @@ from (Engine.nll's ``bias``): one function for both.
 """
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ class WordsHead:
             return None
         try:
             head = cls.load(path)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:    # damaged or cut short
             log.warning("the words head %s cannot be read (%s); answering without it", path, exc)
             return None
         return head if head.hypernet_id == hypernet.id else None

@@ -1,0 +1,45 @@
+"""app.words without the models: which head the app takes, and what a profile's counts become."""
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from app.words import WORDS_FILE, WordsHead
+
+
+def _head(vocab: int = 50, hypernet_id: str = "hn-1", max_total: float = 1e6) -> WordsHead:
+    rng = np.random.default_rng(0)
+    return WordsHead(w=0.3, w1=rng.normal(size=(8, 4)), b1=rng.normal(size=4), w2=rng.normal(size=4), b2=0.1,
+                     log_bg=np.log(rng.dirichlet(np.ones(vocab))), max_total=max_total, hypernet_id=hypernet_id)
+
+
+def test_the_head_is_taken_only_beside_the_hypernetwork_it_was_trained_with(tmp_path, caplog):
+    hypernet = SimpleNamespace(path=tmp_path / "hypernet.onnx", id="hn-1")
+    assert WordsHead.beside(hypernet) is None                                   # none shipped: answers without
+    _head(hypernet_id="hn-1").save(tmp_path / WORDS_FILE)
+    got = WordsHead.beside(hypernet)
+    assert got is not None and got.hypernet_id == "hn-1" and len(got.log_bg) == 50
+    assert WordsHead.beside(SimpleNamespace(path=hypernet.path, id="hn-2")) is None   # another one's adapters
+    whole = (tmp_path / WORDS_FILE).read_bytes()
+    for damaged in (b"not a numpy archive", whole[:len(whole) // 2]):           # garbage, a file cut short
+        (tmp_path / WORDS_FILE).write_bytes(damaged)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tailor"):
+            assert WordsHead.beside(hypernet) is None                           # a warning, answers without
+        assert "cannot be read" in caplog.text
+
+
+def test_a_profiles_counts_become_its_tokens_features():
+    head = _head()
+    words = head.profile([[3, 3, 7, 99], [7, 8], []])      # 99: outside the vocabulary; an empty document
+    assert words.support.tolist() == [3, 7, 8]
+    f = words.f
+    assert f[:, 4].tolist() == pytest.approx([0.5, 1.0, 0.5])                  # share of the two documents
+    assert f[:, 5] == pytest.approx(np.log(5) / 8)                             # five counted tokens
+    pmi = np.log(np.array([2, 2, 1]) / 5) - head.log_bg[[3, 7, 8]]
+    assert f[:, 1] == pytest.approx(pmi / 5) and f[:, 0] == pytest.approx(np.clip(pmi, 0, 5))
+    logits = np.random.default_rng(1).normal(size=50).astype(np.float32)
+    moved = words.processor(1.0)(logits) - logits
+    assert (moved[[3, 7, 8]] != 0).all() and np.count_nonzero(moved) == 3      # only the person's tokens
+    assert (words.processor(0.0)(logits) == logits).all()
