@@ -19,7 +19,9 @@ Adam. The base model is frozen, so logits are computed once (cached under --cach
 (vocab_ceiling.keep). Scored each epoch on dev authors' first query as vocab_ceiling scores: own adapter + own
 bias vs the next author's adapter + their bias; the epoch is chosen on the first half of the authors (own NLL),
 reported on the second. --load scores a saved head on other authors (PEPs), after retrieved items (--rag) or
- on everyday chat (--chat), or decoding greedily (--generate), without training.
+ on everyday chat (--chat), or decoding greedily (--generate), without training; with --export it also writes
+head-p1 as the app runs it (app.words.WordsHead, assets/hypernet/words.npz; the features are app.words.features
+here and there).
 
     HF_HUB_OFFLINE=1 PYTHONPATH=. .venv/bin/python scripts/vocab_head.py --users 60 --out runs/s22/head-60.json
 """
