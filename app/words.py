@@ -134,3 +134,11 @@ class Words:
             out[self.support] += (strength * (pmi + _gelu(a) @ w2)).astype(out.dtype)
             return out
         return apply
+
+
+def of_store(head: WordsHead, store, tokenize: Callable[[str], list[int]]) -> Words | None:
+    """The person's words from every document in ``store`` (app.store.Store), each tokenized by ``tokenize`` (the
+    base model's tokenizer: Engine.tokenize(text, special=False)); None for an empty profile. What the app
+    (Tailor.words) and the evaluation both count."""
+    texts = store.document_texts()
+    return head.profile(tokenize(t) for t in texts) if texts else None
