@@ -129,10 +129,10 @@ def test_answers_without_documents_in_the_prompt_get_the_persons_words(tailor, e
     request = [{"role": "user", "content": task_messages("writing", title="A format for Python packages")[0]["content"]}]
     everyday = [{"role": "user", "content": "What should I cook tonight?"}]
     assert WordsHead.beside(tailor.hypernet) is not None          # shipped with the hypernetwork it was trained with
-    prompt, _, bias, _, strength = tailor._prepare(request, True, 1.0, False, 2, examples=False)
+    _, _, bias, _, strength = tailor._prepare(request, True, 1.0, False, 2, examples=False)
     assert bias is not None and strength == 1.0
     words = tailor.words()
-    logits = engine.logits(engine.tokenize(prompt))[-1]
+    logits = np.random.default_rng(0).normal(0, 3, engine.llm.n_vocab()).astype(np.float32)   # a step's logits
     raised = bias(logits) - logits
     outside = np.setdiff1d(np.arange(len(logits)), words.support)
     assert (raised[outside] == 0).all() and (raised[words.support] != 0).all()
@@ -152,6 +152,25 @@ def test_answers_without_documents_in_the_prompt_get_the_persons_words(tailor, e
     tailor.import_paths([SAMPLES / "interpreter-performance"])
     more = tailor.words()
     assert more is not words and len(more) > len(words) and tailor.words() is more    # counted once per profile
+
+
+def test_a_bias_reaches_every_step_of_decoding_and_the_nll(engine):
+    """Engine.stream's ``bias`` goes through llama-cpp-python's custom sampler (marked "probably broken" in its
+    source): a bias on one token must decide greedy and sampled answers alike, and Engine.nll must apply it too."""
+    from app.engine import Sampling
+    prompt = engine.chat_prompt([{"role": "user", "content": "Say hello."}])
+    token = engine.tokenize(" banana", special=False)[0]
+
+    def bias(logits):
+        out = logits.copy()
+        out[token] += 100
+        return out
+    for sampling in (Sampling(), Sampling(temperature=0.8, seed=3)):
+        assert engine.complete(prompt, max_tokens=3, sampling=sampling, bias=bias).text == "banana banana banana"
+    scorer = Engine(engine.model_path, n_ctx=512, logits_all=True)            # NLL needs every position's logits
+    ids, target = scorer.tokenize(prompt), scorer.tokenize("Hello there!", special=False)
+    plain = scorer.nll(ids, target)
+    assert 0 < plain < 8 and scorer.nll(ids, target, bias) > plain + 50     # every target step pays for it
 
 
 def test_everyday_requests_get_a_share_of_the_adapters_strength(tailor, engine):
