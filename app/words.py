@@ -115,7 +115,7 @@ class Words:
 
     def processor(self, strength: float = 1.0):
         """A function (logits (V,)) -> logits + strength * bias: one step's bias from that step's logits.
-        The profile's part of the head is computed once here; a step adds its two features (~1 ms a step)."""
+        The profile's part of the head is computed once here; a step adds only its two features."""
         h = self.head
         fixed = (self.f @ h.w1[:N_FEATURES] + h.b1).astype(np.float32)     # (S, H)
         w_lp, w_h = h.w1[N_FEATURES].astype(np.float32), h.w1[N_FEATURES + 1].astype(np.float32)   # (H,)
