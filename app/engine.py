@@ -23,6 +23,10 @@ from .lora_gguf import AdapterError, read_adapter
 from .models import ModelError
 from .prompts import ANSWER_TOKENS, render_chat
 
+# a logit bias (app.words): (token ids so far, one step's logits (V,)) -> logits, as llama-cpp-python calls a
+# LogitsProcessor
+Bias = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
 
 class PromptTooLongError(ValueError):
     """The prompt (with history and retrieved passages) does not fit the context; a message for the person."""
@@ -142,11 +146,12 @@ class Engine:
 
     def stream(self, prompt: str, *, max_tokens: int = ANSWER_TOKENS, seed: int | None = None,
                temperature: float | None = None, sampling: Sampling | None = None,
-               usage: dict | None = None, bias: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[str]:
+               usage: dict | None = None, bias: Bias | None = None) -> Iterator[str]:
         """Yield text pieces. ``sampling`` decides; without it, greedy unless a seed or temperature is given.
         ``usage``, if given, is filled with the prompt's and the answer's token counts as they are known (an API
-        reports them; re-tokenizing the answer text would not give the tokens generated). ``bias``: (logits (V,))
-        -> logits, applied to each step's logits before any sampler (app.words: the person's words)."""
+        reports them; re-tokenizing the answer text would not give the tokens generated). ``bias``: (token ids so
+        far, logits (V,)) -> logits, applied to each step's logits before any sampler (app.words: the person's
+        words)."""
         if sampling is None:
             t = temperature if temperature is not None else (0.7 if seed is not None else 0.0)
             sampling = Sampling(temperature=t, seed=seed)
@@ -168,7 +173,7 @@ class Engine:
                     tokens, temp=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
                     repeat_penalty=s.repeat_penalty, presence_penalty=s.presence_penalty,
                     frequency_penalty=s.frequency_penalty, reset=True,
-                    logits_processor=None if bias is None else [lambda _ids, logits: bias(logits)])):
+                    logits_processor=None if bias is None else [bias])):
                 if tok == self.eos or self.stop_event.is_set() or i >= min(max_tokens, budget):
                     break
                 if usage is not None:
@@ -204,12 +209,13 @@ class Engine:
             return np.array(self.llm.scores[:len(tokens)], dtype=np.float32)
 
     def nll(self, prompt_tokens: list[int], target_tokens: list[int],
-            bias: Callable[[np.ndarray], np.ndarray] | None = None) -> float:
+            bias: Bias | None = None) -> float:
         """Mean negative log-likelihood per target token, under the current adapter (and ``bias``, as stream
         applies it)."""
+        ids = np.asarray(prompt_tokens + target_tokens, dtype=np.intc)
         logits = self.logits(prompt_tokens + target_tokens)[len(prompt_tokens) - 1:-1]
-        if bias is not None:
-            logits = np.stack([bias(row) for row in logits])
+        if bias is not None:        # each step sees the tokens before it, as in decoding
+            logits = np.stack([bias(ids[:len(prompt_tokens) + i], row) for i, row in enumerate(logits)])
         logits = logits.astype(np.float64)
         logz = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
         return float(np.mean(logz - logits[np.arange(len(target_tokens)), target_tokens]))

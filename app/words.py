@@ -27,6 +27,7 @@ from .log import log
 WORDS_FILE = "words.npz"     # beside the hypernetwork it was trained with
 PMI_CAP = 5.0           # clip(PMI) tops out here (a token used e^5 times as often as in other people's documents)
 N_FEATURES = 6
+N_PAIR_FEATURES = 2     # what the profile says of (previous token, token): see pair_features
 
 
 def features(counts: np.ndarray, docs: np.ndarray, n_docs: int, total: float, log_bg: np.ndarray) -> np.ndarray:
@@ -40,6 +41,14 @@ def features(counts: np.ndarray, docs: np.ndarray, n_docs: int, total: float, lo
                      docs / n_docs, np.full(len(counts), np.log(total) / 8)], 1)
 
 
+def pair_features(pair_counts: np.ndarray, prev_count: float) -> np.ndarray:
+    """(k, 2) features of k tokens after one previous token p, scaled to about unit range: log count of (p, token)
+    in the profile, and the share of p's continuations in the profile that are this token. Why: a person's
+    phrases (their method's name, their field's terms) show in what follows what, which a count of single tokens
+    cannot tell from another author of the same field."""
+    return np.stack([np.log1p(pair_counts) / 3, pair_counts / max(prev_count, 1.0)], 1)
+
+
 def _gelu(x: np.ndarray) -> np.ndarray:
     """torch's exact (erf) GELU; erf by Abramowitz & Stegun 7.1.26 (error < 1.5e-7), as numpy has no erf."""
     z = np.abs(x) * 0.7071067811865476         # a Python float: an np.float64 here would make it all float64
@@ -51,9 +60,10 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class WordsHead:
-    """bias = w clip(PMI) + MLP([features, clip(log-prob, -20) / 10, entropy / 5]) on the profile's tokens."""
+    """bias = w clip(PMI) + MLP([features, clip(log-prob, -20) / 10, entropy / 5, pair features]) on the
+    profile's tokens; the pair features (of the previous token and this one) only in a head trained with them."""
     w: float
-    w1: np.ndarray            # (F + 2, H)
+    w1: np.ndarray            # (F + 2, H), or (F + 2 + 2, H) with pair features
     b1: np.ndarray            # (H,)
     w2: np.ndarray            # (H,)
     b2: float
@@ -81,6 +91,10 @@ class WordsHead:
             return cls(float(z["w"]), z["w1"], z["b1"], z["w2"], float(z["b2"]), z["log_bg"],
                        float(z["max_total"]), str(z["hypernet_id"]))
 
+    @property
+    def paired(self) -> bool:
+        return self.w1.shape[0] == N_FEATURES + 2 + N_PAIR_FEATURES
+
     def save(self, path: Path) -> None:
         np.savez(path, w=self.w, w1=self.w1, b1=self.b1, w2=self.w2, b2=self.b2, log_bg=self.log_bg,
                  max_total=self.max_total, hypernet_id=self.hypernet_id)
@@ -88,19 +102,24 @@ class WordsHead:
     def profile(self, documents: Iterable[list[int]]) -> "Words":
         """The person's words from their documents' token ids (one list per document)."""
         V = len(self.log_bg)
-        counts, docs, n = np.zeros(V), np.zeros(V), 0
+        counts, docs, n, pairs = np.zeros(V), np.zeros(V), 0, [np.zeros(0, np.int64)]
         for ids in documents:
-            u, c = np.unique(np.asarray([i for i in ids if 0 <= i < V], dtype=np.int64), return_counts=True)
+            ids = np.asarray([i for i in ids if 0 <= i < V], dtype=np.int64)
+            u, c = np.unique(ids, return_counts=True)
             counts[u] += c
             docs[u] += 1
             n += bool(len(u))
+            pairs.append(ids[:-1] * V + ids[1:])                   # (previous, token) within a document
+        codes, pair_counts = np.unique(np.concatenate(pairs), return_counts=True)
+        pair_counts = pair_counts.astype(np.float64)
         support = np.flatnonzero(counts)
         total = counts.sum()
         if total > self.max_total:      # keep the features in the range trained on; PMI itself is unchanged
             counts *= self.max_total / total
+            pair_counts *= self.max_total / total
             total = self.max_total
         f = features(counts[support], docs[support], max(n, 1), max(total, 1.0), self.log_bg[support])
-        return Words(self, support, f.astype(np.float32))
+        return Words(self, support, f.astype(np.float32), codes, pair_counts, np.searchsorted(support, codes % V))
 
 
 @dataclass(frozen=True)
@@ -109,20 +128,32 @@ class Words:
     head: WordsHead
     support: np.ndarray       # (S,) token ids
     f: np.ndarray             # (S, 6) features
+    pair_codes: np.ndarray    # (B,) the (previous, token) pairs of the documents, as previous V + token, sorted
+    pair_counts: np.ndarray   # (B,) how often each
+    pair_at: np.ndarray       # (B,) the pair's token's index in support
 
     def __len__(self) -> int:
         return len(self.support)
 
+    def pairs_after(self, prev: int) -> tuple[np.ndarray, np.ndarray]:
+        """The support indices of the tokens that follow ``prev`` in the documents, and their pair features."""
+        V = len(self.head.log_bg)
+        lo, hi = np.searchsorted(self.pair_codes, [prev * V, (prev + 1) * V])
+        c = self.pair_counts[lo:hi]
+        return self.pair_at[lo:hi], pair_features(c, c.sum())
+
     def processor(self, strength: float = 1.0):
-        """A function (logits (V,)) -> logits + strength * bias: one step's bias from that step's logits.
-        The profile's part of the head is computed once here; a step adds only its two features."""
+        """A function (token ids so far, logits (V,)) -> logits + strength * bias (a llama-cpp-python
+        LogitsProcessor): one step's bias from that step's logits and, with a paired head, the previous token.
+        The profile's part of the head is computed once here; a step adds only what depends on it."""
         h = self.head
         fixed = (self.f @ h.w1[:N_FEATURES] + h.b1).astype(np.float32)     # (S, H)
         w_lp, w_h = h.w1[N_FEATURES].astype(np.float32), h.w1[N_FEATURES + 1].astype(np.float32)   # (H,)
+        w_pair = h.w1[N_FEATURES + 2:].astype(np.float32)                       # (2, H), or (0, H) unpaired
         w2 = h.w2.astype(np.float32)
         pmi = h.w * self.f[:, 0] + h.b2                                         # (S,)
 
-        def apply(logits: np.ndarray) -> np.ndarray:
+        def apply(ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
             z = logits.astype(np.float32) - logits.max()
             e = np.exp(z)
             total = float(e.sum(dtype=np.float64))
@@ -130,6 +161,9 @@ class Words:
             entropy = -float(e @ lp) / total
             a = fixed + (np.maximum(lp[self.support], -20) / 10)[:, None] * w_lp
             a += np.float32(entropy / 5) * w_h                                  # (S, H)
+            if h.paired and len(ids):
+                at, pf = self.pairs_after(int(ids[-1]))
+                a[at] += pf.astype(np.float32) @ w_pair                         # (k, H)
             out = logits.copy()
             out[self.support] += (strength * (pmi + _gelu(a) @ w2)).astype(out.dtype)
             return out

@@ -9,8 +9,10 @@ the hypernetwork, its input the profile's token statistics instead of its embedd
     token v of the author's support S (the tokens of their documents), counts c over the profile:
         features  clip(PMI), PMI, log(1 + c_v), log q_bg(v), share of items holding v, log total tokens
         bias      w clip(PMI) + MLP(features)                  w starts at 0.3 (the PMI bias), the MLP at 0
-    --positional adds two features of the position: the model's log-prob of v there and its entropy, so the bias
-    can act where the model is unsure (one bias per position, (A, S)).
+    --positional 1 adds two features of the position: the model's log-prob of v there and its entropy, so the
+    bias can act where the model is unsure (one bias per position, (A, S)); --positional 2 also two of the
+    previous token p: log(1 + c_pv) and c_pv / c_p·, the profile's count of the pair (p, v) and its share of what
+    follows p there (app.words.pair_features): the person's phrases, not only their words.
 
 Trained on --train-users authors of the training file after the --bg-users the background is counted on
 (never dev): each of their first --items profile items posed as both tasks, the adapter and the counts made from
@@ -20,8 +22,8 @@ Adam. The base model is frozen, so logits are computed once (cached under --cach
 bias vs the next author's adapter + their bias; the epoch is chosen on the first half of the authors (own NLL),
 reported on the second. --load scores a saved head on other authors (PEPs), after retrieved items (--rag) or
  on everyday chat (--chat), or decoding greedily (--generate), without training; with --export it also writes
-head-p1 as the app runs it (app.words.WordsHead, assets/hypernet/words.npz; the features are app.words.features
-here and there).
+--export-head as the app runs it (app.words.WordsHead, assets/hypernet/words.npz; the features are
+app.words.features and pair_features here and there).
 
     HF_HUB_OFFLINE=1 PYTHONPATH=. .venv/bin/python scripts/vocab_head.py --users 60 --out runs/s22/head-60.json
 """
@@ -44,7 +46,7 @@ from vocab_bias import log_background  # noqa: E402
 from vocab_ceiling import biased_nll, keep  # noqa: E402
 
 from app.prompts import TASKS  # noqa: E402
-from app.words import N_FEATURES, features  # noqa: E402
+from app.words import N_FEATURES, N_PAIR_FEATURES, features, pair_features  # noqa: E402
 from hypernet_onnx import data as D  # noqa: E402
 from hypernet_onnx.stats import paired_bootstrap  # noqa: E402
 
@@ -53,13 +55,20 @@ class Author:
     """An author's token statistics, per item, so that a leave-one-out profile's are a subtraction."""
 
     def __init__(self, tok, user: dict, vocab: int):
-        self.items = []                                              # per item: (unique ids, their counts)
+        self.items, pairs = [], []                                   # per item: (unique ids, their counts)
         for it in user["profile"]:
-            ids = [t for text in (it.get("title", ""), it.get("text", ""))
-                   for t in tok(text, add_special_tokens=False)["input_ids"]]
+            texts = [np.asarray(tok(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+                     for text in (it.get("title", ""), it.get("text", ""))]
+            ids = np.concatenate(texts)                              # one document, as the app counts one
             self.items.append(np.unique(ids, return_counts=True))
+            pairs.append(np.unique(ids[:-1] * vocab + ids[1:], return_counts=True))
         self.vocab = vocab
         self.support = torch.tensor(np.unique(np.concatenate([u for u, _ in self.items])))
+        self.codes = np.unique(np.concatenate([c for c, _ in pairs]))         # (B,) (previous, token) as p V + v
+        self.item_pairs = [(np.searchsorted(self.codes, c), n) for c, n in pairs]
+        self.pair_total = np.zeros(len(self.codes))
+        for i, n in self.item_pairs:
+            self.pair_total[i] += n
 
     def stats(self, leave_out: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         """(V,) counts, (V,) number of items holding each token, number of items; without item ``leave_out``."""
@@ -78,27 +87,62 @@ class Author:
         cs, bg = c[s], log_bg[s]
         return torch.tensor(features(cs, d[s], n, c.sum(), bg), dtype=torch.float32), torch.tensor(cs > 0)
 
+    def pairs(self, k: dict, prev0: int, leave_out: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (previous token, token) features of one example's positions (k: its kept log-probs under this
+        author's support), sparse: (N, 2) [position, support index] and (N, 2) app.words.pair_features; without
+        item ``leave_out``. The previous token of the first position is the prompt's last (``prev0``); of the
+        others the answer's, known where it is in the support (a token outside it has no pairs in the profile)."""
+        counts = self.pair_total.copy()
+        if leave_out is not None:
+            i, n = self.item_pairs[leave_out]
+            counts[i] -= n
+        sup, V = self.support.numpy(), self.vocab
+        ti = k["ti"].numpy()
+        prev = np.concatenate([[prev0], np.where(ti[:-1] >= 0, sup[np.maximum(ti[:-1], 0)], -1)])
+        at, f = [], []
+        for a, p in enumerate(prev):
+            if p < 0:
+                continue
+            lo, hi = np.searchsorted(self.codes, [p * V, (p + 1) * V])
+            c = counts[lo:hi]
+            m = c > 0
+            if m.any():
+                j = np.searchsorted(sup, self.codes[lo:hi][m] % V)
+                at.append(np.stack([np.full(len(j), a), j], 1))
+                f.append(pair_features(c[m], c[m].sum()))
+        if not at:
+            return torch.zeros((0, 2), dtype=torch.long), torch.zeros((0, N_PAIR_FEATURES))
+        return torch.tensor(np.concatenate(at)), torch.tensor(np.concatenate(f), dtype=torch.float32)
+
 
 class VocabHead(nn.Module):
-    """bias = w clip(PMI) + MLP(features) on the tokens the profile holds, 0 elsewhere; at the start the PMI bias."""
+    """bias = w clip(PMI) + MLP(features) on the tokens the profile holds, 0 elsewhere; at the start the PMI bias.
+    kind 0: one bias per token; 1: per token and position (the model's log-prob and entropy there); 2: also what
+    the profile says of (previous token, token) (Author.pairs)."""
 
-    def __init__(self, positional: bool, hidden: int = 32, pmi: float = 0.3):
+    def __init__(self, kind: int, hidden: int = 32, pmi: float = 0.3):
         super().__init__()
-        self.positional = positional
+        self.positional, self.paired = kind >= 1, kind >= 2
         self.w = nn.Parameter(torch.tensor(pmi))
-        self.mlp = nn.Sequential(nn.Linear(N_FEATURES + 2 * positional, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        n_in = N_FEATURES + 2 * self.positional + N_PAIR_FEATURES * self.paired
+        self.mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, 1))
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
-    def forward(self, f: torch.Tensor, has: torch.Tensor, k: dict) -> torch.Tensor:
-        """(S,) bias, or (A, S) with --positional (k: the example's kept log-probs and entropies)."""
+    def forward(self, f: torch.Tensor, has: torch.Tensor, k: dict, pairs: tuple | None = None) -> torch.Tensor:
+        """(S,) bias, or (A, S) per position (k: the example's kept log-probs and entropies; pairs: Author.pairs)."""
         if not self.positional:
             b = self.w * f[:, 0] + self.mlp(f)[:, 0]                             # (S,)
         else:
             A, S = k["s"].shape
-            x = torch.cat([f.expand(A, S, N_FEATURES), (k["s"].clamp(min=-20) / 10)[..., None],
-                           (k["h"] / 5)[:, None, None].expand(A, S, 1)], -1)     # (A, S, F + 2)
-            b = self.w * f[:, 0] + self.mlp(x)[..., 0]                           # (A, S)
+            x = [f.expand(A, S, N_FEATURES), (k["s"].clamp(min=-20) / 10)[..., None],
+                 (k["h"] / 5)[:, None, None].expand(A, S, 1)]
+            if self.paired:
+                at, pf = pairs
+                dense = torch.zeros(A, S, N_PAIR_FEATURES)
+                dense[at[:, 0], at[:, 1]] = pf
+                x.append(dense)
+            b = self.w * f[:, 0] + self.mlp(torch.cat(x, -1))[..., 0]           # (A, S)
         return b * has
 
 
@@ -113,8 +157,8 @@ def kept(S, item, owner, support: torch.Tensor) -> dict:
     return {**keep(lp, tgt, support), "h": entropy(lp)}
 
 
-def train_examples(S, a, log_bg, vocab) -> list[tuple]:
-    """(kept, features, has) of the training authors' leave-one-out items, computed once per author and cached."""
+def train_examples(S, a, log_bg, vocab, prev0: int) -> list[tuple]:
+    """(kept, features, has, pairs) of the training authors' leave-one-out items, computed once per author and cached."""
     users = [u for u in D.load_users(a.train_data, a.bg_users + a.train_users)[a.bg_users:] if len(u["profile"]) > 1]
     loo = D.loo_inputs(users, D.embed_users(a.train_data, users), "mean")
     out, t0 = [], time.time()
@@ -127,14 +171,15 @@ def train_examples(S, a, log_bg, vocab) -> list[tuple]:
             ks = [(i, kept(S, S.enc(D.item_example(u["user"], task, it)), loo[D.loo_key(u["user"], i)], au.support))
                   for i, it in enumerate(u["profile"][:a.items]) for task in TASKS]
             torch.save(ks, f)
-        out += [(k, *au.features(log_bg, i)) for i, k in ks]
+        out += [(k, *au.features(log_bg, i), au.pairs(k, prev0, i)) for i, k in ks]
         if j % 10 == 9:
             print(f"{j + 1}/{len(users)} training authors, {time.time() - t0:.0f} s", flush=True)
     return out
 
 
-def scored_examples(S, a, authors: dict[str, Author], feats: dict) -> list[tuple]:
-    """Per request of the scored authors: (example, own kept, own features, other kept, other features); with
+def scored_examples(S, a, authors: dict[str, Author], feats: dict, prev0: int) -> list[tuple]:
+    """Per request of the scored authors: (example, own kept, own features, own pairs, other kept, other features,
+    other pairs); with
     --rag each side's request after the items the app's retrieval picks from that side's author (p2p+rag)."""
     f = a.cache / f"scored-{a.data.name.split('.')[0]}-{a.skip}-{a.users}-{a.queries}{'-rag' * a.rag}.pt"
     if f.is_file():
@@ -147,12 +192,17 @@ def scored_examples(S, a, authors: dict[str, Author], feats: dict) -> list[tuple
             ks.append((kept(S, prompt["own"], ex.user, authors[ex.user].support),
                        kept(S, prompt["other"], other, authors[other].support)))
         torch.save(ks, f)
-    return [(ex, own, feats[ex.user], oth, feats[S.split.shuffled[ex.user]])
-            for ex, (own, oth) in zip(S.slots.examples, ks)]
+    out = []
+    for ex, (own, oth) in zip(S.slots.examples, ks):
+        other = S.split.shuffled[ex.user]
+        out.append((ex, own, feats[ex.user], authors[ex.user].pairs(own, prev0),
+                    oth, feats[other], authors[other].pairs(oth, prev0)))
+    return out
 
 
 @torch.no_grad()
-def chat_drift(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats: dict, n_users: int) -> list[dict]:
+def chat_drift(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats: dict, n_users: int,
+               prev0: int) -> list[dict]:
     """Per author and everyday-chat anchor (hypernet_onnx.chat_anchors): NLL of the base model's own answer under
     p2p (the author's adapter at full strength), plain and with each head's bias, minus the base model's NLL."""
     from hypernet_onnx import chat_anchors
@@ -163,7 +213,9 @@ def chat_drift(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats
         fu, hu = feats[uid]
         for j, x in enumerate(anchors):
             k = kept(S, x, uid, authors[uid].support)
-            for name, b in [("p2p", torch.zeros(()))] + [(f"p2p|{n}", h(fu, hu, k)) for n, h in heads.items()]:
+            pu = authors[uid].pairs(k, prev0)
+            heads_b = [(f"p2p|{n}", h(fu, hu, k, pu)) for n, h in heads.items()]
+            for name, b in [("p2p", torch.zeros(()))] + heads_b:
                 rows.append({"user": uid, "anchor": j, "method": name, "drift": float(biased_nll(k, b) - base[j])})
     return rows
 
@@ -173,6 +225,9 @@ def generate(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats: 
     """Greedy answers (evaluate.MAX_TOKENS) to the own side's requests of ``tasks`` under the author's adapter
     (p2p), plain and with each head's bias computed from each step's log-probs; ROUGE-L as evaluate.py scores it."""
     from hypernet_onnx.evaluate import MAX_TOKENS
+    if any(h.paired for h in heads.values()):
+        raise SystemExit("--generate: greedy decoding with pair features is not written here; score them with "
+                         "the app's engine (hypernet_onnx.evaluate) once exported")
     rouge_l, stop = greedy_scoring(S.tok)
     out = []
     for i, ex in enumerate(S.slots.examples):
@@ -198,13 +253,13 @@ def generate(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats: 
 @torch.no_grad()
 def score(heads: dict[str, VocabHead], scored: list[tuple]) -> list[dict]:
     rows = []
-    for i, (ex, own, (fo, ho), oth, (fx, hx)) in enumerate(scored):
+    for i, (ex, own, (fo, ho), po, oth, (fx, hx), px) in enumerate(scored):
         r = {"user": ex.user, "query": i, "task": ex.task}
         rows += [dict(r, method="none", nll=float(biased_nll(own, torch.zeros(()))))]
         rows += [dict(r, method="other-none", nll=float(biased_nll(oth, torch.zeros(()))))]
         for name, h in heads.items():
-            rows += [dict(r, method=name, nll=float(biased_nll(own, h(fo, ho, own)))),
-                     dict(r, method=f"{name}/other", nll=float(biased_nll(oth, h(fx, hx, oth))))]
+            rows += [dict(r, method=name, nll=float(biased_nll(own, h(fo, ho, own, po)))),
+                     dict(r, method=f"{name}/other", nll=float(biased_nll(oth, h(fx, hx, oth, px))))]
     return rows
 
 
@@ -215,7 +270,8 @@ def main() -> None:
     ap.add_argument("--bg-users", type=int, default=600)
     ap.add_argument("--train-users", type=int, default=100)
     ap.add_argument("--items", type=int, default=6, help="leave-one-out targets per training author")
-    ap.add_argument("--positional", default="0,1", help="heads to train: 0 per token, 1 per token and position")
+    ap.add_argument("--positional", default="0,1", help="heads to train: 0 per token, 1 per token and position, "
+                    "2 also per (previous token, token)")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--batch", type=int, default=8, help="examples per Adam step")
     ap.add_argument("--epochs", type=int, default=8)
@@ -225,8 +281,10 @@ def main() -> None:
     ap.add_argument("--chat", type=int, default=0, help="with --load: also the chat drift of the first N authors")
     ap.add_argument("--generate", default="", help="with --load: also greedy answers to these tasks, ROUGE-L")
     ap.add_argument("--load", type=Path, help="score this saved head (a --out's .pt) instead of training")
-    ap.add_argument("--export", type=Path, help="with --load: also write its head-p1 as the app runs it (a .npz: "
+    ap.add_argument("--export", type=Path, help="with --load: also write --export-head as the app runs it (a .npz: "
                     "app.words.WordsHead), counted against --train-users after --bg-users")
+    ap.add_argument("--export-head", default="head-p1", help="with --export: which of the saved heads (head-p1, "
+                    "or head-p2: with pair features)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -237,18 +295,20 @@ def main() -> None:
     log_bg = log_background(S.tok, a.train_data, a.bg_users, vocab)
     authors = {u["user"]: Author(S.tok, u, vocab) for u in S.users}
     feats = {uid: au.features(log_bg) for uid, au in authors.items()}
-    scored = scored_examples(S, a, authors, feats)
+    ids, n = S.enc(S.slots.examples[0])
+    prev0 = int(ids[n - 1])                       # the prompt's last token: the chat template's, every request's
+    scored = scored_examples(S, a, authors, feats, prev0)
     print(f"{len(scored)} scored requests", flush=True)
-    pmi = VocabHead(False)                        # w = 0.3, MLP 0: the PMI bias of vocab_bias.py
+    pmi = VocabHead(0)                        # w = 0.3, MLP 0: the PMI bias of vocab_bias.py
     if a.load:
         heads = {name: VocabHead(p) for name, p in json.loads(a.load.with_suffix(".json").read_text())["kinds"].items()}
         for name, sd in torch.load(a.load).items():
             heads[name].load_state_dict(sd)
         if a.export:
-            export(heads["head-p1"], S.tok, log_bg, a)
+            export(heads[a.export_head], S.tok, log_bg, a)
         heads = {"pmi": pmi, **heads}
         rows = score(heads, scored)
-        drift = chat_drift(S, heads, authors, feats, a.chat) if a.chat else []
+        drift = chat_drift(S, heads, authors, feats, a.chat, prev0) if a.chat else []
         save(a, epochs=[rows], drift=drift)
         print(report([rows], chosen=None))
         if drift:
@@ -260,9 +320,9 @@ def main() -> None:
             print(rouge_report(gen, against="p2p"))
         return
 
-    train = train_examples(S, a, log_bg, vocab)
+    train = train_examples(S, a, log_bg, vocab, prev0)
     print(f"{len(train)} training examples", flush=True)
-    kinds = {f"head-p{p}": bool(int(p)) for p in a.positional.split(",")}
+    kinds = {f"head-p{p}": int(p) for p in a.positional.split(",")}
     heads = {name: VocabHead(p) for name, p in kinds.items()}
     opts = {name: torch.optim.Adam(h.parameters(), lr=a.lr) for name, h in heads.items()}
     epochs, best, t0 = [], {}, time.time()
@@ -273,7 +333,7 @@ def main() -> None:
                 for s in range(0, len(order), a.batch):
                     opts[name].zero_grad()
                     batch = [train[j] for j in order[s:s + a.batch]]
-                    loss = sum(biased_nll(k, h(f, has, k)) for k, f, has in batch) / len(batch)
+                    loss = sum(biased_nll(k, h(f, has, k, pairs)) for k, f, has, pairs in batch) / len(batch)
                     loss.backward()
                     opts[name].step()
         rows = score({"pmi": pmi, **heads}, scored)
@@ -306,7 +366,7 @@ def export(head: VocabHead, tok, log_bg: np.ndarray, a) -> None:
 def words_head(head: VocabHead, log_bg: np.ndarray, max_total: float, hypernet_id: str):
     """``head`` (per position) as app.words.WordsHead: the same function in numpy."""
     from app.words import WordsHead
-    assert head.positional, "the app runs head-p1 (per position)"
+    assert head.positional, "the app runs a head per position (head-p1, head-p2)"
     sd = {k: v.detach().double().numpy() for k, v in head.state_dict().items()}
     return WordsHead(w=float(sd["w"]), w1=sd["mlp.0.weight"].T, b1=sd["mlp.0.bias"], w2=sd["mlp.2.weight"][0],
                      b2=float(sd["mlp.2.bias"][0]), log_bg=log_bg.astype(np.float32), max_total=float(max_total),

@@ -129,18 +129,19 @@ def test_answers_without_documents_in_the_prompt_get_the_persons_words(tailor, e
     request = [{"role": "user", "content": task_messages("writing", title="A format for Python packages")[0]["content"]}]
     everyday = [{"role": "user", "content": "What should I cook tonight?"}]
     assert WordsHead.beside(tailor.hypernet) is not None          # shipped with the hypernetwork it was trained with
-    _, _, bias, _, strength = tailor._prepare(request, True, 1.0, False, 2, examples=False)
+    prompt, _, bias, _, strength = tailor._prepare(request, True, 1.0, False, 2, examples=False)
     assert bias is not None and strength == 1.0
     words = tailor.words()
     logits = np.random.default_rng(0).normal(0, 3, engine.llm.n_vocab()).astype(np.float32)   # a step's logits
-    raised = bias(logits) - logits
+    before = np.asarray(engine.tokenize(prompt), dtype=np.intc)                                # and its tokens
+    raised = bias(before, logits) - logits
     outside = np.setdiff1d(np.arange(len(logits)), words.support)
     assert (raised[outside] == 0).all() and (raised[words.support] != 0).all()
     wheel = engine.tokenize(" wheel", special=False)[0]             # the packaging notes' word, rare elsewhere
     assert raised[wheel] > 0.5 and raised[wheel] > np.median(raised[words.support])
     _, _, chat_bias, _, chat_strength = tailor._prepare(everyday, True, 1.0, False, 2)
     assert chat_strength == CHAT_STRENGTH
-    np.testing.assert_allclose(chat_bias(logits) - logits, CHAT_STRENGTH * raised, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(chat_bias(before, logits) - logits, CHAT_STRENGTH * raised, rtol=1e-4, atol=1e-5)
 
     assert tailor._prepare(request, True, 1.0, False, 2)[2] is None                   # worked examples in it
     assert tailor._prepare(everyday, True, 1.0, True, 2)[2] is None                   # cited passages in it
@@ -156,21 +157,30 @@ def test_answers_without_documents_in_the_prompt_get_the_persons_words(tailor, e
 
 def test_a_bias_reaches_every_step_of_decoding_and_the_nll(engine):
     """Engine.stream's ``bias`` goes through llama-cpp-python's custom sampler (marked "probably broken" in its
-    source): a bias on one token must decide greedy and sampled answers alike, and Engine.nll must apply it too."""
+    source): a bias on one token must decide greedy and sampled answers alike, and Engine.nll must apply it too.
+    Each step's bias sees the tokens before that step (app.words reads the previous token from them), in decoding
+    and in the NLL alike."""
     from app.engine import Sampling
     prompt = engine.chat_prompt([{"role": "user", "content": "Say hello."}])
     token = engine.tokenize(" banana", special=False)[0]
+    seen = []
 
-    def bias(logits):
+    def bias(ids, logits):
+        seen.append(list(ids))
         out = logits.copy()
         out[token] += 100
         return out
+    ids = engine.tokenize(prompt)
     for sampling in (Sampling(), Sampling(temperature=0.8, seed=3)):
+        seen.clear()
         assert engine.complete(prompt, max_tokens=3, sampling=sampling, bias=bias).text == "banana banana banana"
+        assert seen[:3] == [ids, ids + [token], ids + [token, token]]
     scorer = Engine(engine.model_path, n_ctx=512, logits_all=True)            # NLL needs every position's logits
-    ids, target = scorer.tokenize(prompt), scorer.tokenize("Hello there!", special=False)
+    target = scorer.tokenize("Hello there!", special=False)
     plain = scorer.nll(ids, target)
+    seen.clear()
     assert 0 < plain < 8 and scorer.nll(ids, target, bias) > plain + 50     # every target step pays for it
+    assert seen == [ids + target[:i] for i in range(len(target))]
 
 
 def test_everyday_requests_get_a_share_of_the_adapters_strength(tailor, engine):

@@ -359,9 +359,12 @@ def test_vocab_head_starts_at_the_pmi_bias_and_never_counts_the_target(tiny_cfg,
     assert (moved(f, has, {})[~has] == 0).all() and (moved(f, has, {})[has] != 0).all()
 
 
-def test_the_apps_words_head_is_the_trained_head_in_numpy(tiny_cfg, sample_data, tmp_path):
+@pytest.mark.parametrize("kind", [1, 2])
+def test_the_apps_words_head_is_the_trained_head_in_numpy(tiny_cfg, sample_data, tmp_path, kind):
     """app.words (what the app runs, numpy) against scripts/vocab_head.VocabHead (what was trained, torch), through
-    the export and a save/load: the same features from a person's documents and the same bias at each step."""
+    the export and a save/load: the same features from a person's documents and the same bias at each step, with
+    (kind 2) and without (kind 1) the features of the previous token and this one, each step's previous token
+    taken from the tokens before it as llama.cpp passes them."""
     import torch
     from app.words import WordsHead
     from hypernet_onnx.data import load_users
@@ -373,7 +376,7 @@ def test_the_apps_words_head_is_the_trained_head_in_numpy(tiny_cfg, sample_data,
     rng = np.random.default_rng(0)
     log_bg = np.log(rng.dirichlet(np.ones(len(tok))))
     torch.manual_seed(0)
-    head = vh.VocabHead(True)
+    head = vh.VocabHead(kind)
     with torch.no_grad():                                         # a trained head: every weight away from its init
         for p in head.parameters():
             p.add_(torch.randn_like(p) * 0.5)
@@ -381,7 +384,7 @@ def test_the_apps_words_head_is_the_trained_head_in_numpy(tiny_cfg, sample_data,
     path = tmp_path / "words.npz"
     vh.words_head(head, log_bg, 1e9, "hn-1").save(path)
     app_head = WordsHead.load(path)
-    assert app_head.hypernet_id == "hn-1"
+    assert app_head.hypernet_id == "hn-1" and app_head.paired == (kind == 2)
     docs = [[t for text in (it.get("title", ""), it.get("text", "")) for t in tok(text, add_special_tokens=False)["input_ids"]]
             for it in user["profile"]]
     words = app_head.profile(docs)
@@ -389,16 +392,23 @@ def test_the_apps_words_head_is_the_trained_head_in_numpy(tiny_cfg, sample_data,
     assert (words.support == support).all() and has.all()
     np.testing.assert_allclose(words.f, f.numpy(), atol=1e-5)
 
+    d = docs[0]                                     # a prompt's last token, then the answer's three tokens,
+    seq = np.array([d[0], d[1], len(tok) - 1, d[2]], dtype=np.intc)   # one of them one the person never wrote
+    assert len(tok) - 1 not in support                              # (so the last step follows no pair of theirs)
+    k = {"ti": torch.tensor([int(np.searchsorted(support, t)) if t in support else -1 for t in seq[1:]])}
+    pairs = au.pairs(k, int(seq[0]))
+    assert kind == 1 or len(pairs[0]) > 0                           # the documents' pairs reach the features
     logits = torch.randn(3, len(tok)) * 3
     lp = torch.log_softmax(logits, -1)
-    want = head(f, has, {"s": lp[:, support], "h": vh.entropy(lp)}).detach().numpy()          # (3, S)
+    want = head(f, has, {"s": lp[:, support], "h": vh.entropy(lp)}, pairs).detach().numpy()   # (3, S)
     outside = np.setdiff1d(np.arange(len(tok)), support)
     for a in range(3):
         x = logits[a].numpy()
-        got = words.processor(1.0)(x) - x
+        before = seq[:a + 1]                                        # the tokens before step a
+        got = words.processor(1.0)(before, x) - x
         np.testing.assert_allclose(got[support], want[a], atol=1e-4)
         assert (got[outside] == 0).all()
-        np.testing.assert_allclose(words.processor(0.25)(x) - x, 0.25 * got, atol=1e-5)
+        np.testing.assert_allclose(words.processor(0.25)(before, x) - x, 0.25 * got, atol=1e-5)
 
     total = sum(map(len, docs))                                  # a profile larger than any trained on
     small = WordsHead.load(path).__class__(**{**app_head.__dict__, "max_total": total / 4}).profile(docs)

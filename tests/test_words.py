@@ -40,6 +40,21 @@ def test_a_profiles_counts_become_its_tokens_features():
     pmi = np.log(np.array([2, 2, 1]) / 5) - head.log_bg[[3, 7, 8]]
     assert f[:, 1] == pytest.approx(pmi / 5) and f[:, 0] == pytest.approx(np.clip(pmi, 0, 5))
     logits = np.random.default_rng(1).normal(size=50).astype(np.float32)
-    moved = words.processor(1.0)(logits) - logits
+    moved = words.processor(1.0)(np.array([3]), logits) - logits
     assert (moved[[3, 7, 8]] != 0).all() and np.count_nonzero(moved) == 3      # only the person's tokens
-    assert (words.processor(0.0)(logits) == logits).all()
+    assert (words.processor(0.0)(np.array([3]), logits) == logits).all()
+
+
+def test_a_paired_head_raises_what_follows_the_previous_token_in_the_documents():
+    rng = np.random.default_rng(2)
+    head = WordsHead(**{**_head().__dict__, "w1": rng.normal(size=(10, 4))})          # trained with pair features
+    assert head.paired and not _head().paired
+    words = head.profile([[3, 3, 7], [7, 8, 3, 7]])                # pairs (3,3) (3,7) (7,8) (8,3) (3,7)
+    at, f = words.pairs_after(3)
+    assert words.support[at].tolist() == [3, 7]
+    assert f[:, 0] == pytest.approx(np.log1p([1, 2]) / 3) and f[:, 1] == pytest.approx([1 / 3, 2 / 3])
+    assert len(words.pairs_after(7)[0]) == 1 and len(words.pairs_after(5)[0]) == 0   # 5: never written
+    logits = rng.normal(size=50).astype(np.float32)
+    step = words.processor(1.0)
+    after_3, after_5 = step(np.array([9, 3]), logits), step(np.array([9, 5]), logits)
+    assert np.flatnonzero(after_3 != after_5).tolist() == [3, 7]   # only what follows 3 in the documents moves
