@@ -10,7 +10,8 @@ request without documents in its prompt.
 Per method and task: ROUGE-1/ROUGE-L of the greedy answer (rouge-score, stemmed),
 mean per-token NLL of the gold answer, and seconds per user to personalize.
 Paired bootstrap 95% CIs (resampling users) for p2p - base, p2p - mt-lora, p2p+rag - mt-lora+rag and each
-method - its shuffled twin.
+method - its shuffled twin; the last again without requests whose paper is, in another version, among the person's
+items (hypernet_onnx.data.near_duplicate: copying from it says nothing of how the person writes).
 And every method's chat drift: the NLL of the base model's own answers to everyday prompts with the method's
 adapter minus without (hypernet_onnx/chat_anchors.py; issue 11 allows +0.05 nats), each anchor at the strength the
 app gives that request (app.prompts.request_strength); ``--chat-full`` scores the adapter at its full strength.
@@ -190,6 +191,7 @@ class Evaluator:
                     for task in TASKS:
                         items = self.retrieve(src["store"], q, task) if "rag" in m else []
                         rows.append({"method": m, "user": u["user"], "query": qi, "task": task,
+                                     "near_duplicate": D.near_duplicate(q, u["profile"]),
                                      "examples": [it["title"] for it in items], **self.score(task, q, items, bias)})
         self.engine.set_adapter(None)
         for p in prepared.values():
@@ -207,12 +209,21 @@ def summarize(rows: list[dict], sec: dict, methods: list[str], n_users: int) -> 
                                  for k in ("rouge1", "rougeL", "nll")} for t in TASKS}
         res["methods"][m]["sec_per_user"] = float(np.mean(sec[m])) if sec[m] else 0.0
     scored = {r["method"] for r in rows if r["task"] in TASKS}
+
+    def ci(rows: list[dict], a: str, b: str) -> dict:
+        return {t: {k: None if any(r[k] is None for r in rows if r["method"] in (a, b) and r["task"] == t)
+                    else paired_bootstrap(rows, a, b, t, k) for k in ("rougeL", "nll")} for t in TASKS}
+
     for a, b in [("p2p", "base"), ("p2p", "mt-lora"), ("p2p+rag", "mt-lora+rag")] + PERSON_PAIRS:
         if a in scored and b in scored:
-            res["ci"][f"{a} - {b}"] = {t: {k: None if any(r[k] is None for r in rows
-                                                          if r["method"] in (a, b) and r["task"] == t)
-                                           else paired_bootstrap(rows, a, b, t, k) for k in ("rougeL", "nll")}
-                                       for t in TASKS}
+            res["ci"][f"{a} - {b}"] = ci(rows, a, b)
+    near = {(r["user"], r["query"]) for r in rows if r["task"] in TASKS and r.get("near_duplicate")}
+    if near:    # the person comparisons again without requests whose paper is among the person's items
+        res["near_duplicates"] = len(near)
+        rest = [r for r in rows if (r["user"], r["query"]) not in near]
+        for a, b in PERSON_PAIRS:
+            if a in scored and b in scored:
+                res["ci"][f"{a} - {b}, no near-duplicate"] = ci(rest, a, b)
     if all(m in scored for m in ("base", "p2p", "p2p-shuffled")):
         # the part of p2p's NLL gain over the base model that needs the person's own profile (issue 11)
         nll = {m: {t: res["methods"][m][t]["nll"] for t in TASKS} for m in ("base", "p2p", "p2p-shuffled")}
@@ -244,7 +255,10 @@ def to_markdown(res: dict, title: str) -> str:
         lines.append(f"| {m} | {f(h['rouge1'], 4)} | {f(h['rougeL'], 4)} | {f(h['nll'], 3)} | {f(w['rouge1'], 4)} | "
                      f"{f(w['rougeL'], 4)} | {f(w['nll'], 3)} | {v['sec_per_user']:.3f} |")
     if res["ci"]:
-        lines += ["", "Paired bootstrap (users resampled), mean difference [95% CI]:", "",
+        lines += ["", "Paired bootstrap (users resampled), mean difference [95% CI]" +
+                  (f"; \"no near-duplicate\": without the {res['near_duplicates']} requests whose paper is, in "
+                   "another version, among the person's items (hypernet_onnx.data.near_duplicate)"
+                   if res.get("near_duplicates") else "") + ":", "",
                   "| comparison | task | ROUGE-L | NLL |", "|---|---|---|---|"]
         for comp, per_task in res["ci"].items():
             for t, d in per_task.items():
@@ -263,12 +277,13 @@ def to_markdown(res: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge(dirs: list[Path | str]) -> tuple[dict, list[dict]]:
+def merge(dirs: list[Path | str], data: Path | None = None) -> tuple[dict, list[dict]]:
     """Combine finished runs on one data file: shards over disjoint users (run side by side on separate cores)
     and/or runs of different methods on the same users (e.g. the methods that do not depend on the hypernetwork,
     run while it trains). ``DIR:m1,m2`` takes only those methods from DIR (e.g. OPPU from an earlier run of the
     same users when only the hypernetwork changed). Means, seconds per user and the bootstrap CIs are recomputed
-    over all rows; every method must cover the same users, so each table row means the same people."""
+    over all rows; every method must cover the same users, so each table row means the same people. Rows of runs
+    from before near-duplicates were marked get their mark from ``data`` (default: the runs' file in D.DATA_DIR)."""
     parts, rows = [], []
     for spec in map(str, dirs):
         d, _, keep = spec.partition(":")
@@ -300,6 +315,15 @@ def merge(dirs: list[Path | str]) -> tuple[dict, list[dict]]:
     keys = [(r["method"], r["user"], r["query"], r["task"]) for r in rows]
     if len(set(keys)) != len(keys):
         raise SystemExit("cannot merge runs that share users for the same method")
+    unmarked = [r for r in rows if r["task"] in TASKS and "near_duplicate" not in r]
+    if unmarked:
+        path = data or D.DATA_DIR / parts[0]["data"]
+        if not Path(path).is_file():
+            raise SystemExit(f"rows without a near-duplicate mark need their data file: {path} is missing (--data)")
+        people = {u["user"]: u for u in D.load_users(path)}
+        for r in unmarked:
+            u = people[r["user"]]
+            r["near_duplicate"] = D.near_duplicate(u["queries"][r["query"]], u["profile"])
     methods = [m for m in ALL_METHODS if any(m in p["methods"] for p in parts)]
     users = {m: {r["user"] for r in rows if r["method"] == m} for m in methods}
     if len({frozenset(u) for u in users.values()}) != 1:
@@ -353,7 +377,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     if a.merge:
-        write_results(a.out, *merge(a.merge))
+        write_results(a.out, *merge(a.merge, a.data))
         return
     if a.data is None:
         ap.error("--data is required")

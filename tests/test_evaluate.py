@@ -65,6 +65,7 @@ def test_evaluate_every_method(full_run, data_file):
     assert "Person share" in (out / "results.md").read_text()
     rows = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
     assert len(rows) == len(E.ALL_METHODS) * 2 * (1 * 2 + 3)    # methods x users x (queries x tasks + chat anchors)
+    assert all(r["near_duplicate"] is False for r in rows if r["task"] != "chat") and "near_duplicates" not in res
     # the rag methods show the person's own items as examples; their shuffled twins the next user's, and
     # p2p+rag-shuffled takes the next user's adapter too (its chat rows are p2p-shuffled's)
     users = sorted({r["user"] for r in rows})
@@ -268,3 +269,50 @@ def test_chat_drift_is_scored_at_the_apps_strength_unless_asked_for_the_full_one
     assert "at the app's strength" in (tmp_path / "app" / "results.md").read_text()
     with pytest.raises(SystemExit, match="different strengths"):
         E.main(["--merge", f"{tmp_path / 'app'}:base", str(tmp_path / "full"), "--out", str(tmp_path / "bad")])
+
+
+def test_a_request_whose_paper_is_among_the_persons_items_is_a_near_duplicate():
+    item = {"title": "Rewarded soups", "text": "We interpolate the weights of models fine-tuned on diverse rewards "
+                                               "to reach Pareto-optimal alignment with human preferences."}
+    revised = {"title": "Rewarded soups: towards Pareto-optimal alignment",
+               "text": item["text"].replace("diverse rewards", "several diverse rewards")}   # another version
+    other = {"title": "Graph pooling", "text": "We pool the nodes of a graph by learned clusters of their features."}
+    assert D.near_duplicate(revised, [other, item]) and D.near_duplicate(item, [item])
+    assert not D.near_duplicate(revised, [other]) and not D.near_duplicate({"title": "", "text": ""}, [item])
+
+
+def _rows(nll: dict[tuple[str, str], float], near: set[str]) -> list[dict]:
+    return [{"method": m, "user": u, "query": 0, "task": t, "rouge1": None, "rougeL": None, "nll": v + (t == "writing"),
+             **({"near_duplicate": u in near} if near is not None else {})}
+            for (m, u), v in nll.items() for t in ("headline", "writing")]
+
+
+def test_the_person_comparisons_are_also_reported_without_near_duplicates(tmp_path):
+    """A request whose paper the person's items hold in another version gets a large own-vs-shuffled gap from
+    copying; evaluate reports each person comparison again without such requests (summarize), and a merge of
+    runs from before the mark takes it from the data file."""
+    nll = {("p2p+words", u): v for u, v in zip("abcd", (1.0, 1.1, 1.2, 0.2))}            # d: own NLL far lower,
+    nll.update({("p2p+words-shuffled", u): v for u, v in zip("abcd", (1.1, 1.1, 1.3, 1.3))})   # a copy
+    methods = ["p2p+words", "p2p+words-shuffled"]
+    res = E.summarize(_rows(nll, {"d"}), {m: [0.0] for m in methods}, methods, 4)
+    every, clean = res["ci"]["p2p+words - p2p+words-shuffled"], res["ci"]["p2p+words - p2p+words-shuffled, no near-duplicate"]
+    assert res["near_duplicates"] == 1
+    assert every["headline"]["nll"]["diff"] == pytest.approx((-0.1 + 0 - 0.1 - 1.1) / 4)
+    assert clean["headline"]["nll"]["diff"] == pytest.approx((-0.1 + 0 - 0.1) / 3)
+    assert "without the 1 requests" in E.to_markdown(res, "t")
+    assert "near_duplicates" not in E.summarize(_rows(nll, set()), {m: [0.0] for m in methods}, methods, 4)
+
+    copy = {"title": "A paper", "text": "one two three four five six seven"}
+    data = write_users(tmp_path / "four.jsonl.gz", [
+        {"user": u, "profile": [copy if u == "d" else {"title": "x", "text": f"{u} other words here"}],
+         "queries": [copy]} for u in "abcd"])
+    for name, ms in (("own", methods[:1]), ("shuffled", methods[1:])):                 # runs without the mark
+        rows = [r for r in _rows(nll, None) if r["method"] in ms]
+        res = E.summarize(rows, {m: [0.0] for m in ms}, ms, 4)
+        res.update(data=data.name, hypernet="h", scale=1.0, wall_s=1.0)
+        E.write_results(tmp_path / name, res, rows)
+    merged, _ = E.merge([tmp_path / "own", tmp_path / "shuffled"], data)
+    assert merged["near_duplicates"] == 1
+    assert merged["ci"]["p2p+words - p2p+words-shuffled, no near-duplicate"] == clean
+    with pytest.raises(SystemExit, match="data file"):
+        E.merge([tmp_path / "own", tmp_path / "shuffled"], tmp_path / "missing.jsonl.gz")
