@@ -4,9 +4,10 @@ Why: the adapter carries the two tasks and the domain, but little of the person 
 are only ~0.01 nats likelier than under the next author's). The token counts of a person's own documents carry far
 more: one small head, learned once across training authors (scripts/vocab_head.py, MODEL_CARD "An output bias
 learned once"), maps what the documents say about each of their tokens (how much more often than in other
-people's documents, how often, in how many documents) and what the model expects at this step (the token's
-log-prob, the step's entropy) to a bias on that token's logit. No per-person training: counting is all a new
-profile costs.
+people's documents, how often, in how many documents), what the model expects at this step (the token's
+log-prob, the step's entropy) and, with a head trained on them, what follows the previous token in the documents
+(the person's phrases: ``pair_features``) to a bias on that token's logit. No per-person training: counting is all
+a new profile costs.
 
 The features are computed here for training and for the app alike (``features``); the head runs in numpy
 (``WordsHead``), tested equal to the torch module it was trained as. The bias is added to each step's logits
@@ -49,6 +50,16 @@ def pair_features(pair_counts: np.ndarray, prev_count: float) -> np.ndarray:
     return np.stack([np.log1p(pair_counts) / 3, pair_counts / max(prev_count, 1.0)], 1)
 
 
+def ngram_codes(ids: np.ndarray, n: int, vocab: int) -> np.ndarray:
+    """(len - n + 1,) the n-grams of ``ids`` (int64) as integers t_1 V^(n-1) + … + t_n: sorted, those sharing their
+    first n - 1 tokens are one range (Words.follows). V^3 < 2^63 for any vocabulary below 2 million."""
+    m = len(ids) - n + 1
+    code = np.zeros(max(m, 0), dtype=np.int64)
+    for j in range(n):
+        code = code * vocab + ids[j:j + m]
+    return code
+
+
 def _gelu(x: np.ndarray) -> np.ndarray:
     """torch's exact (erf) GELU; erf by Abramowitz & Stegun 7.1.26 (error < 1.5e-7), as numpy has no erf."""
     z = np.abs(x) * 0.7071067811865476         # a Python float: an np.float64 here would make it all float64
@@ -60,10 +71,11 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class WordsHead:
-    """bias = w clip(PMI) + MLP([features, clip(log-prob, -20) / 10, entropy / 5, pair features]) on the
-    profile's tokens; the pair features (of the previous token and this one) only in a head trained with them."""
+    """bias = w clip(PMI) + MLP([features, clip(log-prob, -20) / 10, entropy / 5, follow features]) on the
+    profile's tokens; the follow features (pair_features of the n-grams ending in the token, n = 2, 3, …: what the
+    documents say follows the previous tokens) only as many orders as the head was trained with."""
     w: float
-    w1: np.ndarray            # (F + 2, H), or (F + 2 + 2, H) with pair features
+    w1: np.ndarray            # (F + 2 + 2 orders, H)
     b1: np.ndarray            # (H,)
     w2: np.ndarray            # (H,)
     b2: float
@@ -91,9 +103,20 @@ class WordsHead:
             return cls(float(z["w"]), z["w1"], z["b1"], z["w2"], float(z["b2"]), z["log_bg"],
                        float(z["max_total"]), str(z["hypernet_id"]))
 
+    def __post_init__(self):
+        extra = self.w1.shape[0] - N_FEATURES - 2
+        if extra < 0 or extra % N_PAIR_FEATURES or self.w1.shape[1] != len(self.b1) or len(self.w2) != len(self.b1):
+            raise ValueError(f"a words head of shape {self.w1.shape} / {self.b1.shape} / {self.w2.shape} is not one "
+                             f"this app runs")
+
+    @property
+    def orders(self) -> tuple[int, ...]:
+        """The n of the n-grams whose follow features the head reads: () for none, (2,) pairs, (2, 3) and triples."""
+        return tuple(range(2, 2 + (self.w1.shape[0] - N_FEATURES - 2) // N_PAIR_FEATURES))
+
     @property
     def paired(self) -> bool:
-        return self.w1.shape[0] == N_FEATURES + 2 + N_PAIR_FEATURES
+        return bool(self.orders)
 
     def save(self, path: Path) -> None:
         np.savez(path, w=self.w, w1=self.w1, b1=self.b1, w2=self.w2, b2=self.b2, log_bg=self.log_bg,
@@ -102,24 +125,27 @@ class WordsHead:
     def profile(self, documents: Iterable[list[int]]) -> "Words":
         """The person's words from their documents' token ids (one list per document)."""
         V = len(self.log_bg)
-        counts, docs, n, pairs = np.zeros(V), np.zeros(V), 0, [np.zeros(0, np.int64)]
+        counts, docs, n = np.zeros(V), np.zeros(V), 0
+        grams: dict[int, list[np.ndarray]] = {k: [np.zeros(0, np.int64)] for k in self.orders}
         for ids in documents:
             ids = np.asarray([i for i in ids if 0 <= i < V], dtype=np.int64)
             u, c = np.unique(ids, return_counts=True)
             counts[u] += c
             docs[u] += 1
             n += bool(len(u))
-            pairs.append(ids[:-1] * V + ids[1:])                   # (previous, token) within a document
-        codes, pair_counts = np.unique(np.concatenate(pairs), return_counts=True)
-        pair_counts = pair_counts.astype(np.float64)
+            for k in self.orders:
+                grams[k].append(ngram_codes(ids, k, V))              # within a document
         support = np.flatnonzero(counts)
         total = counts.sum()
-        if total > self.max_total:      # keep the features in the range trained on; PMI itself is unchanged
-            counts *= self.max_total / total
-            pair_counts *= self.max_total / total
-            total = self.max_total
+        scale = min(1.0, self.max_total / max(total, 1.0))   # keep the features in the range trained on; PMI itself
+        counts *= scale                                       # is unchanged
+        total *= scale
         f = features(counts[support], docs[support], max(n, 1), max(total, 1.0), self.log_bg[support])
-        return Words(self, support, f.astype(np.float32), codes, pair_counts, np.searchsorted(support, codes % V))
+        follows = {}
+        for k, parts in grams.items():
+            codes, c = np.unique(np.concatenate(parts), return_counts=True)
+            follows[k] = (codes, c * scale, np.searchsorted(support, codes % V))
+        return Words(self, support, f.astype(np.float32), follows)
 
 
 @dataclass(frozen=True)
@@ -128,28 +154,34 @@ class Words:
     head: WordsHead
     support: np.ndarray       # (S,) token ids
     f: np.ndarray             # (S, 6) features
-    pair_codes: np.ndarray    # (B,) the (previous, token) pairs of the documents, as previous V + token, sorted
-    pair_counts: np.ndarray   # (B,) how often each
-    pair_at: np.ndarray       # (B,) the pair's token's index in support
+    grams: dict               # n: ((B,) the documents' n-grams as ngram_codes, sorted; (B,) their counts;
+                              #     (B,) the last token's index in support), for n in head.orders
 
     def __len__(self) -> int:
         return len(self.support)
 
-    def pairs_after(self, prev: int) -> tuple[np.ndarray, np.ndarray]:
-        """The support indices of the tokens that follow ``prev`` in the documents, and their pair features."""
+    def follows(self, before) -> tuple[np.ndarray, np.ndarray]:
+        """The support indices of the tokens that follow the tokens ``before`` in the documents (an n-gram of
+        n = len(before) + 1), and their pair_features."""
         V = len(self.head.log_bg)
-        lo, hi = np.searchsorted(self.pair_codes, [prev * V, (prev + 1) * V])
-        c = self.pair_counts[lo:hi]
-        return self.pair_at[lo:hi], pair_features(c, c.sum())
+        codes, counts, at = self.grams[len(before) + 1]
+        prefix = 0
+        for t in before:
+            prefix = prefix * V + int(t)
+        lo, hi = np.searchsorted(codes, [prefix * V, (prefix + 1) * V])
+        c = counts[lo:hi]
+        return at[lo:hi], pair_features(c, c.sum())
 
     def processor(self, strength: float = 1.0):
         """A function (token ids so far, logits (V,)) -> logits + strength * bias (a llama-cpp-python
-        LogitsProcessor): one step's bias from that step's logits and, with a paired head, the previous token.
+        LogitsProcessor): one step's bias from that step's logits and, with a head that reads them, the tokens
+        before it.
         The profile's part of the head is computed once here; a step adds only what depends on it."""
         h = self.head
         fixed = (self.f @ h.w1[:N_FEATURES] + h.b1).astype(np.float32)     # (S, H)
         w_lp, w_h = h.w1[N_FEATURES].astype(np.float32), h.w1[N_FEATURES + 1].astype(np.float32)   # (H,)
-        w_pair = h.w1[N_FEATURES + 2:].astype(np.float32)                       # (2, H), or (0, H) unpaired
+        w_follow = {k: h.w1[N_FEATURES + 2 + N_PAIR_FEATURES * j:][:N_PAIR_FEATURES].astype(np.float32)
+                    for j, k in enumerate(h.orders)}                             # n: (2, H)
         w2 = h.w2.astype(np.float32)
         pmi = h.w * self.f[:, 0] + h.b2                                         # (S,)
 
@@ -161,9 +193,10 @@ class Words:
             entropy = -float(e @ lp) / total
             a = fixed + (np.maximum(lp[self.support], -20) / 10)[:, None] * w_lp
             a += np.float32(entropy / 5) * w_h                                  # (S, H)
-            if h.paired and len(ids):
-                at, pf = self.pairs_after(int(ids[-1]))
-                a[at] += pf.astype(np.float32) @ w_pair                         # (k, H)
+            for k, w in w_follow.items():
+                if len(ids) >= k - 1:
+                    at, pf = self.follows(ids[len(ids) - (k - 1):])
+                    a[at] += pf.astype(np.float32) @ w                          # (m, H)
             out = logits.copy()
             out[self.support] += (strength * (pmi + _gelu(a) @ w2)).astype(out.dtype)
             return out

@@ -12,7 +12,8 @@ the hypernetwork, its input the profile's token statistics instead of its embedd
     --positional 1 adds two features of the position: the model's log-prob of v there and its entropy, so the
     bias can act where the model is unsure (one bias per position, (A, S)); --positional 2 also two of the
     previous token p: log(1 + c_pv) and c_pv / c_p·, the profile's count of the pair (p, v) and its share of what
-    follows p there (app.words.pair_features): the person's phrases, not only their words.
+    follows p there (app.words.pair_features): the person's phrases, not only their words; --positional 3 the
+    same two of the two previous tokens (triples).
 
 Trained on --train-users authors of the training file after the --bg-users the background is counted on
 (never dev): each of their first --items profile items posed as both tasks, the adapter and the counts made from
@@ -46,7 +47,9 @@ from vocab_bias import log_background  # noqa: E402
 from vocab_ceiling import biased_nll, keep  # noqa: E402
 
 from app.prompts import TASKS  # noqa: E402
-from app.words import N_FEATURES, N_PAIR_FEATURES, features, pair_features  # noqa: E402
+from app.words import N_FEATURES, N_PAIR_FEATURES, features, ngram_codes, pair_features  # noqa: E402
+
+ORDERS = (2, 3)      # the n-grams whose counts Author.follows reads: pairs, triples
 from hypernet_onnx import data as D  # noqa: E402
 from hypernet_onnx.stats import paired_bootstrap  # noqa: E402
 
@@ -55,20 +58,24 @@ class Author:
     """An author's token statistics, per item, so that a leave-one-out profile's are a subtraction."""
 
     def __init__(self, tok, user: dict, vocab: int):
-        self.items, pairs = [], []                                   # per item: (unique ids, their counts)
+        self.items, grams = [], {n: [] for n in ORDERS}             # per item: (unique ids, their counts)
         for it in user["profile"]:
             texts = [np.asarray(tok(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
                      for text in (it.get("title", ""), it.get("text", ""))]
             ids = np.concatenate(texts)                              # one document, as the app counts one
             self.items.append(np.unique(ids, return_counts=True))
-            pairs.append(np.unique(ids[:-1] * vocab + ids[1:], return_counts=True))
+            for n in ORDERS:
+                grams[n].append(np.unique(ngram_codes(ids, n, vocab), return_counts=True))
         self.vocab = vocab
         self.support = torch.tensor(np.unique(np.concatenate([u for u, _ in self.items])))
-        self.codes = np.unique(np.concatenate([c for c, _ in pairs]))         # (B,) (previous, token) as p V + v
-        self.item_pairs = [(np.searchsorted(self.codes, c), n) for c, n in pairs]
-        self.pair_total = np.zeros(len(self.codes))
-        for i, n in self.item_pairs:
-            self.pair_total[i] += n
+        self.grams = {}      # n: ((B,) the profile's n-grams as codes, sorted; per item (their index, count); (B,) total)
+        for n, per_item in grams.items():
+            codes = np.unique(np.concatenate([c for c, _ in per_item]))
+            items = [(np.searchsorted(codes, c), k) for c, k in per_item]
+            total = np.zeros(len(codes))
+            for i, k in items:
+                total[i] += k
+            self.grams[n] = (codes, items, total)
 
     def stats(self, leave_out: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         """(V,) counts, (V,) number of items holding each token, number of items; without item ``leave_out``."""
@@ -87,58 +94,68 @@ class Author:
         cs, bg = c[s], log_bg[s]
         return torch.tensor(features(cs, d[s], n, c.sum(), bg), dtype=torch.float32), torch.tensor(cs > 0)
 
-    def pairs(self, k: dict, prev0: int, leave_out: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (previous token, token) features of one example's positions (k: its kept log-probs under this
-        author's support), sparse: (N, 2) [position, support index] and (N, 2) app.words.pair_features; without
-        item ``leave_out``. The previous token of the first position is the prompt's last (``prev0``); of the
-        others the answer's, known where it is in the support (a token outside it has no pairs in the profile)."""
-        counts = self.pair_total.copy()
-        if leave_out is not None:
-            i, n = self.item_pairs[leave_out]
-            counts[i] -= n
+    def follows(self, k: dict, tail: tuple[int, ...], leave_out: int | None = None) -> list[tuple]:
+        """What the profile says of each of one example's positions after the tokens before it (k: its kept
+        log-probs under this author's support), per n of ORDERS, sparse: (N, 2) [position, support index] and
+        (N, 2) app.words.pair_features of the n-gram (previous n - 1 tokens, token); without item ``leave_out``.
+        Before the first position come the prompt's last tokens (``tail``); then the answer's, known where they
+        are in the support (an n-gram with a token outside it is not in the profile)."""
         sup, V = self.support.numpy(), self.vocab
         ti = k["ti"].numpy()
-        prev = np.concatenate([[prev0], np.where(ti[:-1] >= 0, sup[np.maximum(ti[:-1], 0)], -1)])
-        at, f = [], []
-        for a, p in enumerate(prev):
-            if p < 0:
-                continue
-            lo, hi = np.searchsorted(self.codes, [p * V, (p + 1) * V])
-            c = counts[lo:hi]
-            m = c > 0
-            if m.any():
-                j = np.searchsorted(sup, self.codes[lo:hi][m] % V)
-                at.append(np.stack([np.full(len(j), a), j], 1))
-                f.append(pair_features(c[m], c[m].sum()))
-        if not at:
-            return torch.zeros((0, 2), dtype=torch.long), torch.zeros((0, N_PAIR_FEATURES))
-        return torch.tensor(np.concatenate(at)), torch.tensor(np.concatenate(f), dtype=torch.float32)
+        seq = np.concatenate([tail, np.where(ti >= 0, sup[np.maximum(ti, 0)], -1)])    # (len(tail) + A,)
+        out = []
+        for n in ORDERS:
+            codes, items, counts = self.grams[n]
+            counts = counts.copy()
+            if leave_out is not None:
+                i, c = items[leave_out]
+                counts[i] -= c
+            at, f = [], []
+            for a in range(len(ti)):
+                first = len(tail) + a - (n - 1)
+                before = seq[max(first, 0):len(tail) + a]
+                if first < 0 or (before < 0).any():              # not that many tokens before it known
+                    continue
+                prefix = 0
+                for t in before:
+                    prefix = prefix * V + int(t)
+                lo, hi = np.searchsorted(codes, [prefix * V, (prefix + 1) * V])
+                c = counts[lo:hi]
+                m = c > 0
+                if m.any():
+                    j = np.searchsorted(sup, codes[lo:hi][m] % V)
+                    at.append(np.stack([np.full(len(j), a), j], 1))
+                    f.append(pair_features(c[m], c[m].sum()))
+            out.append((torch.tensor(np.concatenate(at)), torch.tensor(np.concatenate(f), dtype=torch.float32))
+                       if at else (torch.zeros((0, 2), dtype=torch.long), torch.zeros((0, N_PAIR_FEATURES))))
+        return out
 
 
 class VocabHead(nn.Module):
     """bias = w clip(PMI) + MLP(features) on the tokens the profile holds, 0 elsewhere; at the start the PMI bias.
     kind 0: one bias per token; 1: per token and position (the model's log-prob and entropy there); 2: also what
-    the profile says of (previous token, token) (Author.pairs)."""
+    the profile says of (previous token, token); 3: and of (the two previous tokens, token) (Author.follows)."""
 
     def __init__(self, kind: int, hidden: int = 32, pmi: float = 0.3):
         super().__init__()
-        self.positional, self.paired = kind >= 1, kind >= 2
+        self.positional, self.orders = kind >= 1, max(kind - 1, 0)       # orders: how many of ORDERS it reads
+        self.paired = self.orders > 0
         self.w = nn.Parameter(torch.tensor(pmi))
-        n_in = N_FEATURES + 2 * self.positional + N_PAIR_FEATURES * self.paired
+        n_in = N_FEATURES + 2 * self.positional + N_PAIR_FEATURES * self.orders
         self.mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, 1))
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
-    def forward(self, f: torch.Tensor, has: torch.Tensor, k: dict, pairs: tuple | None = None) -> torch.Tensor:
-        """(S,) bias, or (A, S) per position (k: the example's kept log-probs and entropies; pairs: Author.pairs)."""
+    def forward(self, f: torch.Tensor, has: torch.Tensor, k: dict, follows: list | None = None) -> torch.Tensor:
+        """(S,) bias, or (A, S) per position (k: the example's kept log-probs and entropies; follows:
+        Author.follows)."""
         if not self.positional:
             b = self.w * f[:, 0] + self.mlp(f)[:, 0]                             # (S,)
         else:
             A, S = k["s"].shape
             x = [f.expand(A, S, N_FEATURES), (k["s"].clamp(min=-20) / 10)[..., None],
                  (k["h"] / 5)[:, None, None].expand(A, S, 1)]
-            if self.paired:
-                at, pf = pairs
+            for at, pf in follows[:self.orders]:
                 dense = torch.zeros(A, S, N_PAIR_FEATURES)
                 dense[at[:, 0], at[:, 1]] = pf
                 x.append(dense)
@@ -157,8 +174,9 @@ def kept(S, item, owner, support: torch.Tensor) -> dict:
     return {**keep(lp, tgt, support), "h": entropy(lp)}
 
 
-def train_examples(S, a, log_bg, vocab, prev0: int) -> list[tuple]:
-    """(kept, features, has, pairs) of the training authors' leave-one-out items, computed once per author and cached."""
+def train_examples(S, a, log_bg, vocab, tail: tuple[int, ...]) -> list[tuple]:
+    """(kept, features, has, follows) of the training authors' leave-one-out items (the kept log-probs computed
+    once per author and cached)."""
     users = [u for u in D.load_users(a.train_data, a.bg_users + a.train_users)[a.bg_users:] if len(u["profile"]) > 1]
     loo = D.loo_inputs(users, D.embed_users(a.train_data, users), "mean")
     out, t0 = [], time.time()
@@ -171,15 +189,15 @@ def train_examples(S, a, log_bg, vocab, prev0: int) -> list[tuple]:
             ks = [(i, kept(S, S.enc(D.item_example(u["user"], task, it)), loo[D.loo_key(u["user"], i)], au.support))
                   for i, it in enumerate(u["profile"][:a.items]) for task in TASKS]
             torch.save(ks, f)
-        out += [(k, *au.features(log_bg, i), au.pairs(k, prev0, i)) for i, k in ks]
+        out += [(k, *au.features(log_bg, i), au.follows(k, tail, i)) for i, k in ks]
         if j % 10 == 9:
             print(f"{j + 1}/{len(users)} training authors, {time.time() - t0:.0f} s", flush=True)
     return out
 
 
-def scored_examples(S, a, authors: dict[str, Author], feats: dict, prev0: int) -> list[tuple]:
-    """Per request of the scored authors: (example, own kept, own features, own pairs, other kept, other features,
-    other pairs); with
+def scored_examples(S, a, authors: dict[str, Author], feats: dict, tail: tuple[int, ...]) -> list[tuple]:
+    """Per request of the scored authors: (example, own kept, own features, own follows, other kept, other
+    features, other follows); with
     --rag each side's request after the items the app's retrieval picks from that side's author (p2p+rag)."""
     f = a.cache / f"scored-{a.data.name.split('.')[0]}-{a.skip}-{a.users}-{a.queries}{'-rag' * a.rag}.pt"
     if f.is_file():
@@ -195,14 +213,14 @@ def scored_examples(S, a, authors: dict[str, Author], feats: dict, prev0: int) -
     out = []
     for ex, (own, oth) in zip(S.slots.examples, ks):
         other = S.split.shuffled[ex.user]
-        out.append((ex, own, feats[ex.user], authors[ex.user].pairs(own, prev0),
-                    oth, feats[other], authors[other].pairs(oth, prev0)))
+        out.append((ex, own, feats[ex.user], authors[ex.user].follows(own, tail),
+                    oth, feats[other], authors[other].follows(oth, tail)))
     return out
 
 
 @torch.no_grad()
 def chat_drift(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats: dict, n_users: int,
-               prev0: int) -> list[dict]:
+               tail: tuple[int, ...]) -> list[dict]:
     """Per author and everyday-chat anchor (hypernet_onnx.chat_anchors): NLL of the base model's own answer under
     p2p (the author's adapter at full strength), plain and with each head's bias, minus the base model's NLL."""
     from hypernet_onnx import chat_anchors
@@ -213,7 +231,7 @@ def chat_drift(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats
         fu, hu = feats[uid]
         for j, x in enumerate(anchors):
             k = kept(S, x, uid, authors[uid].support)
-            pu = authors[uid].pairs(k, prev0)
+            pu = authors[uid].follows(k, tail)
             heads_b = [(f"p2p|{n}", h(fu, hu, k, pu)) for n, h in heads.items()]
             for name, b in [("p2p", torch.zeros(()))] + heads_b:
                 rows.append({"user": uid, "anchor": j, "method": name, "drift": float(biased_nll(k, b) - base[j])})
@@ -296,8 +314,8 @@ def main() -> None:
     authors = {u["user"]: Author(S.tok, u, vocab) for u in S.users}
     feats = {uid: au.features(log_bg) for uid, au in authors.items()}
     ids, n = S.enc(S.slots.examples[0])
-    prev0 = int(ids[n - 1])                       # the prompt's last token: the chat template's, every request's
-    scored = scored_examples(S, a, authors, feats, prev0)
+    tail = tuple(int(t) for t in ids[n - 2:n])    # the prompt's last tokens: the chat template's, every request's
+    scored = scored_examples(S, a, authors, feats, tail)
     print(f"{len(scored)} scored requests", flush=True)
     pmi = VocabHead(0)                        # w = 0.3, MLP 0: the PMI bias of vocab_bias.py
     if a.load:
@@ -308,7 +326,7 @@ def main() -> None:
             export(heads[a.export_head], S.tok, log_bg, a)
         heads = {"pmi": pmi, **heads}
         rows = score(heads, scored)
-        drift = chat_drift(S, heads, authors, feats, a.chat, prev0) if a.chat else []
+        drift = chat_drift(S, heads, authors, feats, a.chat, tail) if a.chat else []
         save(a, epochs=[rows], drift=drift)
         print(report([rows], chosen=None))
         if drift:
@@ -320,7 +338,7 @@ def main() -> None:
             print(rouge_report(gen, against="p2p"))
         return
 
-    train = train_examples(S, a, log_bg, vocab, prev0)
+    train = train_examples(S, a, log_bg, vocab, tail)
     print(f"{len(train)} training examples", flush=True)
     kinds = {f"head-p{p}": int(p) for p in a.positional.split(",")}
     heads = {name: VocabHead(p) for name, p in kinds.items()}
@@ -333,7 +351,7 @@ def main() -> None:
                 for s in range(0, len(order), a.batch):
                     opts[name].zero_grad()
                     batch = [train[j] for j in order[s:s + a.batch]]
-                    loss = sum(biased_nll(k, h(f, has, k, pairs)) for k, f, has, pairs in batch) / len(batch)
+                    loss = sum(biased_nll(k, h(f, has, k, fol)) for k, f, has, fol in batch) / len(batch)
                     loss.backward()
                     opts[name].step()
         rows = score({"pmi": pmi, **heads}, scored)

@@ -359,12 +359,13 @@ def test_vocab_head_starts_at_the_pmi_bias_and_never_counts_the_target(tiny_cfg,
     assert (moved(f, has, {})[~has] == 0).all() and (moved(f, has, {})[has] != 0).all()
 
 
-@pytest.mark.parametrize("kind", [1, 2])
+@pytest.mark.parametrize("kind", [1, 2, 3])
 def test_the_apps_words_head_is_the_trained_head_in_numpy(tiny_cfg, sample_data, tmp_path, kind):
     """app.words (what the app runs, numpy) against scripts/vocab_head.VocabHead (what was trained, torch), through
-    the export and a save/load: the same features from a person's documents and the same bias at each step, with
-    (kind 2) and without (kind 1) the features of the previous token and this one, each step's previous token
-    taken from the tokens before it as llama.cpp passes them."""
+    the export and a save/load: the same features from a person's documents and the same bias at each step,
+    without (kind 1) and with the features of what follows the previous token (kind 2) and the two previous
+    tokens (kind 3) in the documents, each step's previous tokens taken from the tokens before it as llama.cpp
+    passes them."""
     import torch
     from app.words import WordsHead
     from hypernet_onnx.data import load_users
@@ -384,7 +385,7 @@ def test_the_apps_words_head_is_the_trained_head_in_numpy(tiny_cfg, sample_data,
     path = tmp_path / "words.npz"
     vh.words_head(head, log_bg, 1e9, "hn-1").save(path)
     app_head = WordsHead.load(path)
-    assert app_head.hypernet_id == "hn-1" and app_head.paired == (kind == 2)
+    assert app_head.hypernet_id == "hn-1" and app_head.orders == tuple(range(2, kind + 1))
     docs = [[t for text in (it.get("title", ""), it.get("text", "")) for t in tok(text, add_special_tokens=False)["input_ids"]]
             for it in user["profile"]]
     words = app_head.profile(docs)
@@ -392,17 +393,17 @@ def test_the_apps_words_head_is_the_trained_head_in_numpy(tiny_cfg, sample_data,
     assert (words.support == support).all() and has.all()
     np.testing.assert_allclose(words.f, f.numpy(), atol=1e-5)
 
-    d = docs[0]                                     # a prompt's last token, then the answer's three tokens,
-    seq = np.array([d[0], d[1], len(tok) - 1, d[2]], dtype=np.intc)   # one of them one the person never wrote
-    assert len(tok) - 1 not in support                              # (so the last step follows no pair of theirs)
+    d = docs[0]                                     # a prompt's last token, then the answer's four tokens,
+    seq = np.array([d[0], d[1], d[2], len(tok) - 1, d[3]], dtype=np.intc)   # one of them one the person never
+    assert len(tok) - 1 not in support                              # wrote (the last step follows nothing of theirs)
     k = {"ti": torch.tensor([int(np.searchsorted(support, t)) if t in support else -1 for t in seq[1:]])}
-    pairs = au.pairs(k, int(seq[0]))
-    assert kind == 1 or len(pairs[0]) > 0                           # the documents' pairs reach the features
-    logits = torch.randn(3, len(tok)) * 3
+    follows = au.follows(k, (int(seq[0]),))
+    assert all(len(at) > 0 for at, _ in follows)                    # the documents' pairs and triples reach it
+    logits = torch.randn(4, len(tok)) * 3
     lp = torch.log_softmax(logits, -1)
-    want = head(f, has, {"s": lp[:, support], "h": vh.entropy(lp)}, pairs).detach().numpy()   # (3, S)
+    want = head(f, has, {"s": lp[:, support], "h": vh.entropy(lp)}, follows).detach().numpy()   # (4, S)
     outside = np.setdiff1d(np.arange(len(tok)), support)
-    for a in range(3):
+    for a in range(4):
         x = logits[a].numpy()
         before = seq[:a + 1]                                        # the tokens before step a
         got = words.processor(1.0)(before, x) - x

@@ -45,16 +45,24 @@ def test_a_profiles_counts_become_its_tokens_features():
     assert (words.processor(0.0)(np.array([3]), logits) == logits).all()
 
 
-def test_a_paired_head_raises_what_follows_the_previous_token_in_the_documents():
+def test_a_head_with_follow_features_raises_what_follows_the_tokens_before_in_the_documents():
     rng = np.random.default_rng(2)
-    head = WordsHead(**{**_head().__dict__, "w1": rng.normal(size=(10, 4))})          # trained with pair features
-    assert head.paired and not _head().paired
-    words = head.profile([[3, 3, 7], [7, 8, 3, 7]])                # pairs (3,3) (3,7) (7,8) (8,3) (3,7)
-    at, f = words.pairs_after(3)
+    head = WordsHead(**{**_head().__dict__, "w1": rng.normal(size=(12, 4))})    # trained with pairs and triples
+    assert head.orders == (2, 3) and _head().orders == ()
+    words = head.profile([[3, 3, 7], [7, 8, 3, 7]])       # pairs (3,3) (3,7) (7,8) (8,3) (3,7); triples 337 783 837
+    at, f = words.follows([3])
     assert words.support[at].tolist() == [3, 7]
     assert f[:, 0] == pytest.approx(np.log1p([1, 2]) / 3) and f[:, 1] == pytest.approx([1 / 3, 2 / 3])
-    assert len(words.pairs_after(7)[0]) == 1 and len(words.pairs_after(5)[0]) == 0   # 5: never written
+    assert len(words.follows([7])[0]) == 1 and len(words.follows([5])[0]) == 0   # 5: never written
+    at, f = words.follows([8, 3])
+    assert words.support[at].tolist() == [7] and f[:, 1] == pytest.approx([1.0])
+    assert len(words.follows([3, 8])[0]) == 0
     logits = rng.normal(size=50).astype(np.float32)
     step = words.processor(1.0)
     after_3, after_5 = step(np.array([9, 3]), logits), step(np.array([9, 5]), logits)
     assert np.flatnonzero(after_3 != after_5).tolist() == [3, 7]   # only what follows 3 in the documents moves
+    after_83 = step(np.array([8, 3]), logits)
+    assert np.flatnonzero(after_83 != after_3).tolist() == [7]     # and what follows 8 3
+    assert (step(np.array([3]), logits) == after_3).all()          # one token before: no triple to read
+    with pytest.raises(ValueError, match="not one"):
+        WordsHead(**{**_head().__dict__, "w1": rng.normal(size=(9, 4))})     # half a feature pair: damaged
