@@ -21,7 +21,8 @@ the rest of the profile (leave-one-out: a target's own words are never in its co
 Adam. The base model is frozen, so logits are computed once (cached under --cache) and only the support's kept
 (vocab_ceiling.keep). Scored each epoch on dev authors' first query as vocab_ceiling scores: own adapter + own
 bias vs the next author's adapter + their bias; the epoch is chosen on the first half of the authors (own NLL),
-reported on the second. --load scores a saved head on other authors (PEPs), after retrieved items (--rag) or
+reported on the second (and again without the authors whose request is, in another version, among their items:
+data.near_duplicate; --no-duplicates also trains and chooses without such items and requests). --load scores a saved head on other authors (PEPs), after retrieved items (--rag) or
  on everyday chat (--chat), or decoding greedily (--generate), without training; with --export it also writes
 --export-head as the app runs it (app.words.WordsHead, assets/hypernet/words.npz; the features are
 app.words.features and pair_features here and there).
@@ -189,7 +190,10 @@ def train_examples(S, a, log_bg, vocab, tail: tuple[int, ...]) -> list[tuple]:
             ks = [(i, kept(S, S.enc(D.item_example(u["user"], task, it)), loo[D.loo_key(u["user"], i)], au.support))
                   for i, it in enumerate(u["profile"][:a.items]) for task in TASKS]
             torch.save(ks, f)
-        out += [(k, *au.features(log_bg, i), au.follows(k, tail, i)) for i, k in ks]
+        profile = u["profile"]
+        copies = {i for i, it in enumerate(profile[:a.items])      # another version of the item is in the profile
+                  if a.no_duplicates and D.near_duplicate(it, profile[:i] + profile[i + 1:])}
+        out += [(k, *au.features(log_bg, i), au.follows(k, tail, i)) for i, k in ks if i not in copies]
         if j % 10 == 9:
             print(f"{j + 1}/{len(users)} training authors, {time.time() - t0:.0f} s", flush=True)
     return out
@@ -303,6 +307,9 @@ def main() -> None:
                     "app.words.WordsHead), counted against --train-users after --bg-users")
     ap.add_argument("--export-head", default="head-p1", help="with --export: which of the saved heads (head-p1, "
                     "or head-p2: with pair features)")
+    ap.add_argument("--no-duplicates", action="store_true", help="train without items another version of which "
+                    "is in the author's profile (data.near_duplicate), and choose epochs without such requests: "
+                    "copying is not the person's way of writing")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -316,6 +323,7 @@ def main() -> None:
     ids, n = S.enc(S.slots.examples[0])
     tail = tuple(int(t) for t in ids[n - 2:n])    # the prompt's last tokens: the chat template's, every request's
     scored = scored_examples(S, a, authors, feats, tail)
+    near = frozenset(u["user"] for u in S.users if any(D.near_duplicate(q, u["profile"]) for q in u["queries"][:a.queries]))
     print(f"{len(scored)} scored requests", flush=True)
     pmi = VocabHead(0)                        # w = 0.3, MLP 0: the PMI bias of vocab_bias.py
     if a.load:
@@ -328,7 +336,8 @@ def main() -> None:
         rows = score(heads, scored)
         drift = chat_drift(S, heads, authors, feats, a.chat, tail) if a.chat else []
         save(a, epochs=[rows], drift=drift)
-        print(report([rows], chosen=None))
+        print(report([rows], chosen=None) + "\n\nWithout the authors whose request is a near-duplicate:\n" +
+              report([rows], chosen=None, leave=near))
         if drift:
             from vocab_bias import drift_report
             print(drift_report(drift))
@@ -359,7 +368,7 @@ def main() -> None:
         msg = " ".join(f"{n} {np.mean([r['nll'] for r in rows if r['method'] == n]):.4f}" for n in ["none", "pmi", *heads])
         print(f"epoch {epoch} ({time.time() - t0:.0f} s): own {msg}; w " +
               " ".join(f"{h.w.item():.3f}" for h in heads.values()), flush=True)
-        pick = pick_users(rows)
+        pick = pick_users(rows, near if a.no_duplicates else frozenset())
         for name, h in heads.items():
             own = np.mean([r["nll"] for r in rows if r["method"] == name and r["user"] in pick])
             if name not in best or own < best[name][0]:
@@ -367,7 +376,9 @@ def main() -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({name: sd for name, (_, _, sd) in best.items()}, a.out.with_suffix(".pt"))
     save(a, kinds={n: int(p) for n, p in kinds.items()}, chosen={n: e for n, (_, e, _) in best.items()}, epochs=epochs)
-    print(report(epochs, chosen={n: e for n, (_, e, _) in best.items()}))
+    chosen = {n: e for n, (_, e, _) in best.items()}
+    print(report(epochs, chosen) + "\n\nWithout the authors whose request is a near-duplicate:\n" +
+          report(epochs, chosen, leave=near))
 
 
 def export(head: VocabHead, tok, log_bg: np.ndarray, a) -> None:
@@ -391,20 +402,20 @@ def words_head(head: VocabHead, log_bg: np.ndarray, max_total: float, hypernet_i
                      hypernet_id=hypernet_id)
 
 
-def pick_users(rows: list[dict]) -> set[str]:
-    """The first half of the scored authors: where epochs are chosen (the second half reports)."""
+def pick_users(rows: list[dict], leave: frozenset = frozenset()) -> set[str]:
+    """The first half of the scored authors: where epochs are chosen (the second half reports); less ``leave``."""
     users = list(dict.fromkeys(r["user"] for r in rows))
-    return set(users[:len(users) // 2])
+    return set(users[:len(users) // 2]) - leave
 
 
-def report(epochs: list[list[dict]], chosen: dict[str, int] | None) -> str:
+def report(epochs: list[list[dict]], chosen: dict[str, int] | None, leave: frozenset = frozenset()) -> str:
     """Per head at its chosen epoch (and pmi, none at epoch 0), on the second half of the authors (all of them for
     a --load run: chosen None, one epoch), per task: own NLL, own − adapter alone, other − own [paired bootstrap
     over authors]."""
     f = lambda c: f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]"                               # noqa: E731
     lines = ["| method | epoch | task | own NLL | own − adapter alone [CI] | other − own [CI] |", "|---|---|---|---|---|---|"]
     rows0 = epochs[0]
-    held = set(r["user"] for r in rows0) - (pick_users(rows0) if chosen is not None else set())
+    held = set(r["user"] for r in rows0) - (pick_users(rows0) if chosen is not None else set()) - leave
     methods = [m for m in dict.fromkeys(r["method"] for r in rows0) if "/" not in m and m != "other-none"]
     for m in methods:
         e = (chosen or {}).get(m, 0)
