@@ -156,7 +156,7 @@ class VocabHead(nn.Module):
             A, S = k["s"].shape
             x = [f.expand(A, S, N_FEATURES), (k["s"].clamp(min=-20) / 10)[..., None],
                  (k["h"] / 5)[:, None, None].expand(A, S, 1)]
-            for at, pf in follows[:self.orders]:
+            for at, pf in (follows[:self.orders] if self.orders else []):
                 dense = torch.zeros(A, S, N_PAIR_FEATURES)
                 dense[at[:, 0], at[:, 1]] = pf
                 x.append(dense)
