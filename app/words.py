@@ -43,8 +43,9 @@ def features(counts: np.ndarray, docs: np.ndarray, n_docs: int, total: float, lo
 
 
 def pair_features(pair_counts: np.ndarray, prev_count: float) -> np.ndarray:
-    """(k, 2) features of k tokens after one previous token p, scaled to about unit range: log count of (p, token)
-    in the profile, and the share of p's continuations in the profile that are this token. Why: a person's
+    """(k, 2) features of k tokens after one context p (the previous token, or the previous tokens of a longer
+    n-gram), scaled to about unit range: log count of (p, token) in the profile, and the share of p's
+    continuations in the profile that are this token. Why: a person's
     phrases (their method's name, their field's terms) show in what follows what, which a count of single tokens
     cannot tell from another author of the same field."""
     return np.stack([np.log1p(pair_counts) / 3, pair_counts / max(prev_count, 1.0)], 1)
