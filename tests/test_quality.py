@@ -95,6 +95,7 @@ def test_quality_command_measures_both_sides_through_the_app(home, tmp_path):
     assert all(r["text"] and r["looped"] == looped(r["text"]) for r in rows)
     assert [r["adapter_version"] for r in rows] == [None, None, 1, 1]
     assert [r["strength"] for r in rows] == [None, None, CHAT_STRENGTH, 1.0]     # everyday vs task request
+    assert [r["words"] for r in rows] == [False, False, True, False]   # the person's words: no examples in the prompt
     again = json.loads(run("quality", "--prompts", str(prompts), "--max-tokens", "12"))
     assert again["summary"] == res["summary"]                                      # fixed seeds: reproducible
     greedy = json.loads(run("quality", "--prompts", str(prompts), "--max-tokens", "12", "--greedy",
