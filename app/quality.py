@@ -105,7 +105,7 @@ def measure(tailor, prompts: list[dict], *, sampling=None, max_tokens: int = ANS
             c = check(ans.text)
             rows.append({"side": side, "id": p["id"], "kind": p["kind"], "looped": c.looped, "words": c.words,
                          "top_ngram": c.top_ngram, "top_count": c.top_count, "distinct2": c.distinct2,
-                         "adapter_version": ans.adapter_version, "strength": ans.strength, "words": ans.words,
+                         "adapter_version": ans.adapter_version, "strength": ans.strength, "your_words": ans.words,
                          "text": ans.text})
             if progress:
                 progress(len(rows), total)

@@ -1,7 +1,7 @@
 """The loop detector (app/quality.py) on crafted answers: what a person reads as broken, and what is fine."""
 import pytest
 
-from app.quality import check, looped
+from app.quality import check, looped, words
 
 LOOPS = {
     # the shipped screenshot's personalized answer
@@ -95,7 +95,8 @@ def test_quality_command_measures_both_sides_through_the_app(home, tmp_path):
     assert all(r["text"] and r["looped"] == looped(r["text"]) for r in rows)
     assert [r["adapter_version"] for r in rows] == [None, None, 1, 1]
     assert [r["strength"] for r in rows] == [None, None, CHAT_STRENGTH, 1.0]     # everyday vs task request
-    assert [r["words"] for r in rows] == [False, False, True, False]   # the person's words: no examples in the prompt
+    assert [r["your_words"] for r in rows] == [False, False, True, False]   # no examples in the prompt: the words
+    assert all(r["words"] == len(words(r["text"])) for r in rows)    # ("words" still counts the answer's words)
     again = json.loads(run("quality", "--prompts", str(prompts), "--max-tokens", "12"))
     assert again["summary"] == res["summary"]                                      # fixed seeds: reproducible
     greedy = json.loads(run("quality", "--prompts", str(prompts), "--max-tokens", "12", "--greedy",
