@@ -212,9 +212,9 @@ class Engine:
             bias: Bias | None = None) -> float:
         """Mean negative log-likelihood per target token, under the current adapter (and ``bias``, as stream
         applies it)."""
-        ids = np.asarray(prompt_tokens + target_tokens, dtype=np.intc)
         logits = self.logits(prompt_tokens + target_tokens)[len(prompt_tokens) - 1:-1]
         if bias is not None:        # each step sees the tokens before it, as in decoding
+            ids = np.asarray(prompt_tokens + target_tokens, dtype=np.intc)
             logits = np.stack([bias(ids[:len(prompt_tokens) + i], row) for i, row in enumerate(logits)])
         logits = logits.astype(np.float64)
         logz = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)

@@ -115,10 +115,6 @@ class WordsHead:
         """The n of the n-grams whose follow features the head reads: () for none, (2,) pairs, (2, 3) and triples."""
         return tuple(range(2, 2 + (self.w1.shape[0] - N_FEATURES - 2) // N_PAIR_FEATURES))
 
-    @property
-    def paired(self) -> bool:
-        return bool(self.orders)
-
     def save(self, path: Path) -> None:
         np.savez(path, w=self.w, w1=self.w1, b1=self.b1, w2=self.w2, b2=self.b2, log_bg=self.log_bg,
                  max_total=self.max_total, hypernet_id=self.hypernet_id)

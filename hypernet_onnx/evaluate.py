@@ -158,7 +158,8 @@ class Evaluator:
         for u in tqdm(users, desc="profiles"):
             store, emb, t_embed = self.profile(u)
             path, t_h = self.p2p_adapter(emb, u["user"])
-            prepared[u["user"]] = {"store": store, "p2p": path, "t_p2p": t_embed + t_h, "t_rag": t_embed}
+            prepared[u["user"]] = {"store": store, "p2p": path, "t_p2p": t_embed + t_h, "t_rag": t_embed,
+                                   "near": [D.near_duplicate(q, u["profile"]) for q in u["queries"]]}
             if any("words" in m for m in methods):
                 t = time.perf_counter()
                 prepared[u["user"]]["words"] = self.words(store)
@@ -191,7 +192,7 @@ class Evaluator:
                     for task in TASKS:
                         items = self.retrieve(src["store"], q, task) if "rag" in m else []
                         rows.append({"method": m, "user": u["user"], "query": qi, "task": task,
-                                     "near_duplicate": D.near_duplicate(q, u["profile"]),
+                                     "near_duplicate": p["near"][qi],
                                      "examples": [it["title"] for it in items], **self.score(task, q, items, bias)})
         self.engine.set_adapter(None)
         for p in prepared.values():

@@ -140,7 +140,6 @@ class VocabHead(nn.Module):
     def __init__(self, kind: int, hidden: int = 32, pmi: float = 0.3):
         super().__init__()
         self.positional, self.orders = kind >= 1, max(kind - 1, 0)       # orders: how many of ORDERS it reads
-        self.paired = self.orders > 0
         self.w = nn.Parameter(torch.tensor(pmi))
         n_in = N_FEATURES + 2 * self.positional + N_PAIR_FEATURES * self.orders
         self.mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, 1))
@@ -247,7 +246,7 @@ def generate(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats: 
     """Greedy answers (evaluate.MAX_TOKENS) to the own side's requests of ``tasks`` under the author's adapter
     (p2p), plain and with each head's bias computed from each step's log-probs; ROUGE-L as evaluate.py scores it."""
     from hypernet_onnx.evaluate import MAX_TOKENS
-    if any(h.paired for h in heads.values()):
+    if any(h.orders for h in heads.values()):
         raise SystemExit("--generate: greedy decoding with pair features is not written here; score them with "
                          "the app's engine (hypernet_onnx.evaluate) once exported")
     rouge_l, stop = greedy_scoring(S.tok)
