@@ -61,6 +61,19 @@ def ngram_codes(ids: np.ndarray, n: int, vocab: int) -> np.ndarray:
     return code
 
 
+def follows_after(codes: np.ndarray, counts: np.ndarray, at: np.ndarray, before, vocab: int):
+    """The tokens that follow the tokens ``before`` in a profile's n-grams (n = len(before) + 1; ``codes`` sorted
+    ngram_codes, ``counts`` theirs, ``at`` each one's last token's index in the support): those indices and their
+    pair_features. Counts of zero (a left-out document's, in training) are no n-gram."""
+    prefix = 0
+    for t in before:
+        prefix = prefix * vocab + int(t)
+    lo, hi = np.searchsorted(codes, [prefix * vocab, (prefix + 1) * vocab])
+    c = counts[lo:hi]
+    m = c > 0
+    return at[lo:hi][m], pair_features(c[m], c[m].sum())
+
+
 def _gelu(x: np.ndarray) -> np.ndarray:
     """torch's exact (erf) GELU; erf by Abramowitz & Stegun 7.1.26 (error < 1.5e-7), as numpy has no erf."""
     z = np.abs(x) * 0.7071067811865476         # a Python float: an np.float64 here would make it all float64
@@ -160,14 +173,7 @@ class Words:
     def follows(self, before) -> tuple[np.ndarray, np.ndarray]:
         """The support indices of the tokens that follow the tokens ``before`` in the documents (an n-gram of
         n = len(before) + 1), and their pair_features."""
-        V = len(self.head.log_bg)
-        codes, counts, at = self.grams[len(before) + 1]
-        prefix = 0
-        for t in before:
-            prefix = prefix * V + int(t)
-        lo, hi = np.searchsorted(codes, [prefix * V, (prefix + 1) * V])
-        c = counts[lo:hi]
-        return at[lo:hi], pair_features(c, c.sum())
+        return follows_after(*self.grams[len(before) + 1], before, len(self.head.log_bg))
 
     def processor(self, strength: float = 1.0):
         """A function (token ids so far, logits (V,)) -> logits + strength * bias (a llama-cpp-python

@@ -48,7 +48,7 @@ from vocab_bias import log_background  # noqa: E402
 from vocab_ceiling import biased_nll, keep  # noqa: E402
 
 from app.prompts import TASKS  # noqa: E402
-from app.words import N_FEATURES, N_PAIR_FEATURES, features, ngram_codes, pair_features  # noqa: E402
+from app.words import N_FEATURES, N_PAIR_FEATURES, features, follows_after, ngram_codes  # noqa: E402
 
 ORDERS = (2, 3)      # the n-grams whose counts Author.follows reads: pairs, triples
 from hypernet_onnx import data as D  # noqa: E402
@@ -69,14 +69,15 @@ class Author:
                 grams[n].append(np.unique(ngram_codes(ids, n, vocab), return_counts=True))
         self.vocab = vocab
         self.support = torch.tensor(np.unique(np.concatenate([u for u, _ in self.items])))
-        self.grams = {}      # n: ((B,) the profile's n-grams as codes, sorted; per item (their index, count); (B,) total)
+        self.grams = {}      # n: ((B,) the profile's n-grams as codes, sorted; per item (their index, count); (B,) total;
+        #                        (B,) each one's last token's index in the support)
         for n, per_item in grams.items():
             codes = np.unique(np.concatenate([c for c, _ in per_item]))
             items = [(np.searchsorted(codes, c), k) for c, k in per_item]
             total = np.zeros(len(codes))
             for i, k in items:
                 total[i] += k
-            self.grams[n] = (codes, items, total)
+            self.grams[n] = (codes, items, total, np.searchsorted(self.support.numpy(), codes % vocab))
 
     def stats(self, leave_out: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         """(V,) counts, (V,) number of items holding each token, number of items; without item ``leave_out``."""
@@ -106,7 +107,7 @@ class Author:
         seq = np.concatenate([tail, np.where(ti >= 0, sup[np.maximum(ti, 0)], -1)])    # (len(tail) + A,)
         out = []
         for n in ORDERS:
-            codes, items, counts = self.grams[n]
+            codes, items, counts, last = self.grams[n]
             counts = counts.copy()
             if leave_out is not None:
                 i, c = items[leave_out]
@@ -117,16 +118,10 @@ class Author:
                 before = seq[max(first, 0):len(tail) + a]
                 if first < 0 or (before < 0).any():              # not that many tokens before it known
                     continue
-                prefix = 0
-                for t in before:
-                    prefix = prefix * V + int(t)
-                lo, hi = np.searchsorted(codes, [prefix * V, (prefix + 1) * V])
-                c = counts[lo:hi]
-                m = c > 0
-                if m.any():
-                    j = np.searchsorted(sup, codes[lo:hi][m] % V)
+                j, pf = follows_after(codes, counts, last, before, V)
+                if len(j):
                     at.append(np.stack([np.full(len(j), a), j], 1))
-                    f.append(pair_features(c[m], c[m].sum()))
+                    f.append(pf)
             out.append((torch.tensor(np.concatenate(at)), torch.tensor(np.concatenate(f), dtype=torch.float32))
                        if at else (torch.zeros((0, 2), dtype=torch.long), torch.zeros((0, N_PAIR_FEATURES))))
         return out
