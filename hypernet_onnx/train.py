@@ -386,6 +386,18 @@ class Trainer:
         CI over users, and the person share = (shuffled - own) / (base - own), the part of the adapter's gain
         that needs the person's own profile. Every process computes it (the same numbers); only the main one
         prints and saves."""
+        sp = self.splits[split]
+        per_example = self.per_example(split)
+        out = {name: float(v.mean()) for name, v in per_example.items()}
+        out["person"] = person_metric(sp.examples, per_example)
+        if self.chat_items:
+            out.update(self.chat_drift(list(dict.fromkeys(e.user for e in sp.examples))[:self.cfg.chat_users]))
+        return out
+
+    @torch.no_grad()
+    def per_example(self, split: str = "dev") -> dict[str, np.ndarray]:
+        """(n,) answer NLL per example of ``split`` under the own profile ("dev"), the shuffled one
+        ("dev_shuffled") and the base model ("dev_base")."""
         self.hyper.eval()
         sp = self.splits[split]
         n = len(sp.examples)
@@ -394,11 +406,20 @@ class Trainer:
         if sp.base is None:    # the frozen base model's loss never changes: compute it once
             sp.base = self._batched(n, lambda s: self.nll_under(None, sp.items[s]))
         per_example["dev_base"] = sp.base
-        out = {name: float(v.mean()) for name, v in per_example.items()}
-        out["person"] = person_metric(sp.examples, per_example)
-        if self.chat_items:
-            out.update(self.chat_drift(list(dict.fromkeys(e.user for e in sp.examples))[:self.cfg.chat_users]))
-        return out
+        return per_example
+
+    def dump_best(self, path: Path, split: str = "dev") -> None:
+        """The best checkpoint's per-example NLLs on ``split`` (per_example, with each example's user and task)
+        to an .npz, so two runs on the same examples (a design and its fair control) can be compared pairwise,
+        with a bootstrap over users, after the machine that trained them is gone."""
+        st = torch.load(self.out / "best.pt", map_location="cpu", weights_only=False)
+        self.hyper.load_state_dict(st["hyper"])           # strict
+        per = self.per_example(split)
+        exs = self.splits[split].examples
+        if self.main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, step=st["step"], users=np.array([e.user for e in exs]),
+                     tasks=np.array([e.task for e in exs]), **per)
 
     def chat_drift(self, users: list[str]) -> dict:
         """The chat guard of issue 11 (hypernet_onnx/chat_anchors.py): the base model's own answers to everyday
@@ -494,6 +515,8 @@ def main(argv=None) -> None:
     ap.add_argument("--until", type=int, default=None, help="stop (with a checkpoint) at this step")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (overrides the config's)")
     ap.add_argument("--data-dir", type=Path, default=D.DATA_DIR, help="folder of the data files (default ../shared/data)")
+    ap.add_argument("--dump", type=Path, default=None, help="after the run, the best checkpoint's per-example dev "
+                    "NLLs (own, shuffled, base) as .npz: pairwise comparisons across runs (Trainer.dump_best)")
     ap.add_argument("--prepare", action="store_true",
                     help="only build the profile and token caches (runs/cache) that another machine trains from")
     a = ap.parse_args(argv)
@@ -503,6 +526,8 @@ def main(argv=None) -> None:
     tr = Trainer(cfg, a.data_dir)
     if not a.prepare:
         tr.run(a.max_seconds, a.until)
+        if a.dump:
+            tr.dump_best(a.dump)
 
 
 if __name__ == "__main__":

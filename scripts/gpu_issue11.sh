@@ -16,7 +16,10 @@
 #    the items retrieved for every request, so the GPU machine needs no retrieval)
 # runs/gpu3 holds: part, data/ (the first 1000 training authors, dev, PEPs, extra-train), cache/ (profile vectors
 # and token ids from `python -m hypernet_onnx.train --prepare`: no embedder there), whl/ (gguf, platformdirs...).
-# Back in $OUT: each run's best checkpoint (slim, fp16) and logs.tgz (logs, ood.json).
+# Back in $OUT: each run's best checkpoint (slim, fp16), its per-example dev NLLs (N-dev.npz: Trainer.dump_best)
+# and logs.tgz (logs, ood.json).
+#   (session 25, H200: --prepare v6gpu-res-kl1-req, v6gpu-res-kl1, v6gpu-mt-kl1, pack, stage 1..3, then
+#    `bash scripts/gpu_issue11.sh stage 4 && PREFIX=v6gpu RUNS="res-kl1-req res-kl1 mt-kl1" bash scripts/gpu_issue11.sh train`)
 #   run: bash scripts/gpu_issue11.sh ceiling carry runs/gpu4   (after part1, part2: the per-author ceiling)
 # runs/gpu4 holds: part (= runs/gpu3/part), data/mlpapers-dev.jsonl.gz, whl/, mt-hyper-best.pt (the shared LoRA).
 # Back in $OUT: one JSON per ceiling variant (hypernet_onnx/ceiling.py).
@@ -83,7 +86,8 @@ PY
     cp runs/gpu3/cache/*.npz runs/cache/ && cp runs/gpu3/cache/*.json runs/cache/ 2>/dev/null
     for n in $RUNS; do
       timeout "${RUN_TIMEOUT:-530}" python -m hypernet_onnx.train --config "hypernet_onnx/configs/$PREFIX-$n.toml" \
-        --data-dir runs/gpu3/data --threads 3 --max-seconds "${MAX_SECONDS:-400}" ${EXTRA:-} > "runs/$PREFIX-$n.log" 2>&1 &
+        --data-dir runs/gpu3/data --threads 3 --max-seconds "${MAX_SECONDS:-400}" --dump "$OUT/$n-dev.npz" ${EXTRA:-} \
+        > "runs/$PREFIX-$n.log" 2>&1 &
     done
     wait
     for n in $RUNS; do

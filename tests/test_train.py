@@ -171,6 +171,27 @@ def test_chat_kl_refuses_the_anchors_it_is_measured_on(tiny_cfg, tmp_path):
         Trainer(dataclasses.replace(tiny_cfg, out_dir=str(tmp_path / "leak"), chat_kl=1.0, chat_data=str(path)))
 
 
+def test_dump_writes_the_best_checkpoints_per_example_nlls(tiny_cfg, tmp_path):
+    """--dump: the best checkpoint's NLL per dev example, own / shuffled / base with its user and task, so a design
+    and its fair control trained on another machine can be compared pairwise afterwards."""
+    from hypernet_onnx.train import main
+    import numpy as np
+    cfg = dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-dump", eval_every=2)
+    path = tmp_path / "cfg.toml"
+    path.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in dataclasses.asdict(cfg).items() if v is not None))
+    main(["--config", str(path), "--until", "4", "--dump", str(tmp_path / "dev.npz")])
+    best = torch.load(Path(cfg.out_dir) / "best.pt", map_location="cpu", weights_only=False)
+    rec = best["log"][-1]                                             # the evaluation that made it the best
+    d = np.load(tmp_path / "dev.npz")
+    assert int(d["step"]) == best["step"]
+    tr = Trainer(cfg)
+    exs = tr.splits["dev"].examples
+    assert list(d["users"]) == [e.user for e in exs] and list(d["tasks"]) == [e.task for e in exs]
+    for name in ("dev", "dev_shuffled", "dev_base"):                 # the logged means of that evaluation
+        assert len(d[name]) == len(exs) and float(d[name].mean()) == pytest.approx(rec[name], abs=1e-5), name
+    assert not np.allclose(d["dev"], d["dev_shuffled"])
+
+
 def test_dev_log_reports_the_person_metric(tiny_cfg):
     """Each evaluation logs, per task, shuffled - own NLL with a paired CI and the person share."""
     tr = Trainer(dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-person"))
