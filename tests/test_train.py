@@ -190,6 +190,13 @@ def test_dump_writes_the_best_checkpoints_per_example_nlls(tiny_cfg, tmp_path):
     for name in ("dev", "dev_shuffled", "dev_base"):                 # the logged means of that evaluation
         assert len(d[name]) == len(exs) and float(d[name].mean()) == pytest.approx(rec[name], abs=1e-5), name
     assert not np.allclose(d["dev"], d["dev_shuffled"])
+    from hypernet_onnx.report import paired                          # two runs compared pairwise from their dumps
+    (tmp_path / "control-dev.npz").write_bytes((tmp_path / "dev.npz").read_bytes())
+    md = paired([tmp_path / "dev.npz", tmp_path / "control-dev.npz"])
+    for t in ("headline", "writing"):
+        p = rec["person"][t]
+        row = next(line for line in md.splitlines() if line.startswith(f"| dev ({best['step']}) | {t} |"))
+        assert f"| {p['gap']:+.4f} [{p['lo']:+.4f}, {p['hi']:+.4f}] | +0.0000 [+0.0000, +0.0000] |" in row, row
 
 
 def test_dev_log_reports_the_person_metric(tiny_cfg):
