@@ -84,6 +84,32 @@ def test_embedding_cache_is_per_embedder_graph(tmp_path, monkeypatch, sample_dat
     assert Counting.calls == 2 and len(list(tmp_path.iterdir())) == 2
 
 
+def test_embedding_cache_keeps_the_blocks_of_other_user_lists(tmp_path, monkeypatch, sample_data):
+    """Two runs over different authors of one file (training 0-999, a words head's 600-799) must not evict each
+    other's cached blocks: each was recomputed in turn while both ran (session 25)."""
+    import numpy as np
+    from hypernet_onnx import data as D
+
+    class Counting:
+        calls = 0
+
+        def embed(self, texts):
+            Counting.calls += 1
+            return np.full((len(texts), 384), Counting.calls, np.float32)
+
+    monkeypatch.setattr(D, "CACHE_DIR", tmp_path)
+    users = D.load_users(sample_data, 3)
+    first, second = users[:1], users[1:3]
+    a = D.embed_users(sample_data, first, Counting(), progress=False)
+    b = D.embed_users(sample_data, second, Counting(), progress=False)
+    n = Counting.calls
+    again_a = D.embed_users(sample_data, first, Counting(), progress=False)
+    again_b = D.embed_users(sample_data, second, Counting(), progress=False)
+    assert Counting.calls == n                                          # both served from the cache
+    for x, y in ((a, again_a), (b, again_b)):
+        assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+
+
 def test_init_from_takes_weights_strictly_and_schedule_fresh(tiny_cfg):
     src = dataclasses.replace(tiny_cfg, out_dir=tiny_cfg.out_dir + "-src")
     first = Trainer(src)
