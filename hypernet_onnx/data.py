@@ -70,8 +70,8 @@ def embed_users(path: Path, users: list[dict], embedder=None, progress: bool = T
     The cache is keyed by the embedder graph's hash too, so training always sees the embeddings the app
     computes (a new graph, e.g. the int8 one, starts a new cache instead of reusing another graph's). A block's
     file is named by its users, so two runs over different users of one file (training authors 0-999, a head's
-    600-799) keep each other's blocks instead of overwriting them; a block in the older position-named file
-    (block-00000.npz) is still read when it holds the same users."""
+    600-799) keep each other's blocks instead of overwriting them; a block another file holds whole (one of
+    another run's blocks, or an older position-named block-00006.npz) is read from there."""
     from tqdm import tqdm
     from app.embed import VECTORS_ID    # the only graph the app (app.models.embedder_files) accepts, run as it runs
     out: dict[str, np.ndarray] = {}
@@ -83,13 +83,12 @@ def embed_users(path: Path, users: list[dict], embedder=None, progress: bool = T
         key = hashlib.sha256(json.dumps([u["user"] for u in block]).encode()).hexdigest()[:12]
         f = cache / f"block-{key}.npz"
         found = False
-        for g in (f, cache / f"block-{start // BLOCK:05d}.npz"):
-            if g.is_file():
-                data = np.load(g)
-                if all(u["user"] in data.files for u in block):
-                    out.update({u["user"]: data[u["user"]] for u in block})
-                    found = True
-                    break
+        for g in [f] + sorted(set(cache.glob("block-*.npz")) - {f}):
+            data = np.load(g) if g.is_file() else None
+            if data is not None and all(u["user"] in data.files for u in block):
+                out.update({u["user"]: data[u["user"]] for u in block})
+                found = True
+                break
         if found:
             continue
         if embedder is None:
