@@ -13,7 +13,9 @@ the hypernetwork, its input the profile's token statistics instead of its embedd
     bias can act where the model is unsure (one bias per position, (A, S)); --positional 2 also two of the
     previous token p: log(1 + c_pv) and c_pv / c_p·, the profile's count of the pair (p, v) and its share of what
     follows p there (app.words.pair_features): the person's phrases, not only their words; --positional 3 the
-    same two of the two previous tokens (triples).
+    same two of the two previous tokens (triples). A kind with the suffix n (2n) also reads, per token, its
+    count in the items the app's retrieval picks for the request and the share of them holding it
+    (near_features): which of the person's words this request is about.
 
 Trained on --train-users authors of the training file after the --bg-users the background is counted on
 (never dev): each of their first --items profile items posed as both tasks, the adapter and the counts made from
@@ -51,7 +53,19 @@ from app.prompts import TASKS  # noqa: E402
 from app.words import N_FEATURES, N_PAIR_FEATURES, features, follows_after, ngram_codes  # noqa: E402
 
 ORDERS = (2, 3)      # the n-grams whose counts Author.follows reads: pairs, triples
+N_NEAR_FEATURES = 2  # near_features: a kind with the suffix n reads them
+
+
+def near_features(counts: np.ndarray, docs: np.ndarray, n_docs: int) -> np.ndarray:
+    """(S, 2) features of S tokens of a profile in the items retrieved for one request: their log count there and
+    the share of those items holding them. Why: counted over all documents, the words pull an answer toward the
+    person's other topics too (ROUGE-1 of abstracts, MODEL_CARD "The person's phrases"); the items nearest the
+    request say which of their words this request is about. Measured here only (session 25: within noise of
+    the head without them), so the app does not count them."""
+    return np.stack([np.log1p(counts) / 3, docs / max(n_docs, 1)], 1)
+from hypernet_onnx import caches as C  # noqa: E402
 from hypernet_onnx import data as D  # noqa: E402
+from hypernet_onnx import rag_data as R  # noqa: E402
 from hypernet_onnx.stats import paired_bootstrap  # noqa: E402
 
 
@@ -96,6 +110,18 @@ class Author:
         cs, bg = c[s], log_bg[s]
         return torch.tensor(features(cs, d[s], n, c.sum(), bg), dtype=torch.float32), torch.tensor(cs > 0)
 
+    def near(self, idx: list[int]) -> torch.Tensor:
+        """(S, 2) near_features of the support's tokens in the items ``idx`` (the ones the app's
+        retrieval picks for a request from this author's documents; never a leave-one-out target, which retrieval
+        does not hold)."""
+        c, d = np.zeros(self.vocab), np.zeros(self.vocab)
+        for i in idx:
+            ids, n = self.items[i]
+            c[ids] += n
+            d[ids] += 1
+        s = self.support.numpy()
+        return torch.tensor(near_features(c[s], d[s], len(idx)), dtype=torch.float32)
+
     def follows(self, k: dict, tail: tuple[int, ...], leave_out: int | None = None) -> list[tuple]:
         """What the profile says of each of one example's positions after the tokens before it (k: its kept
         log-probs under this author's support), per n of ORDERS, sparse: (N, 2) [position, support index] and
@@ -132,18 +158,23 @@ class VocabHead(nn.Module):
     kind 0: one bias per token; 1: per token and position (the model's log-prob and entropy there); 2: also what
     the profile says of (previous token, token); 3: and of (the two previous tokens, token) (Author.follows)."""
 
-    def __init__(self, kind: int, hidden: int = 32, pmi: float = 0.3):
+    def __init__(self, kind: int | str, hidden: int = 32, pmi: float = 0.3):
         super().__init__()
+        self.near = isinstance(kind, str) and kind.endswith("n")                # "2n": kind 2 and near features
+        kind = int(kind.rstrip("n")) if isinstance(kind, str) else int(kind)
         self.positional, self.orders = kind >= 1, max(kind - 1, 0)       # orders: how many of ORDERS it reads
+        if self.near and not self.positional:
+            raise ValueError("near features need a head per position (kind >= 1)")
         self.w = nn.Parameter(torch.tensor(pmi))
-        n_in = N_FEATURES + 2 * self.positional + N_PAIR_FEATURES * self.orders
+        n_in = N_FEATURES + 2 * self.positional + N_PAIR_FEATURES * self.orders + N_NEAR_FEATURES * self.near
         self.mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, 1))
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
-    def forward(self, f: torch.Tensor, has: torch.Tensor, k: dict, follows: list | None = None) -> torch.Tensor:
+    def forward(self, f: torch.Tensor, has: torch.Tensor, k: dict, follows: list | None = None,
+                near: torch.Tensor | None = None) -> torch.Tensor:
         """(S,) bias, or (A, S) per position (k: the example's kept log-probs and entropies; follows:
-        Author.follows)."""
+        Author.follows; near: Author.near of the items retrieved for the request)."""
         if not self.positional:
             b = self.w * f[:, 0] + self.mlp(f)[:, 0]                             # (S,)
         else:
@@ -154,6 +185,8 @@ class VocabHead(nn.Module):
                 dense = torch.zeros(A, S, N_PAIR_FEATURES)
                 dense[at[:, 0], at[:, 1]] = pf
                 x.append(dense)
+            if self.near:
+                x.append(near.expand(A, S, N_NEAR_FEATURES))
             b = self.w * f[:, 0] + self.mlp(torch.cat(x, -1))[..., 0]           # (A, S)
         return b * has
 
@@ -174,6 +207,7 @@ def train_examples(S, a, log_bg, vocab, tail: tuple[int, ...]) -> list[tuple]:
     once per author and cached)."""
     users = [u for u in D.load_users(a.train_data, a.bg_users + a.train_users)[a.bg_users:] if len(u["profile"]) > 1]
     loo = D.loo_inputs(users, D.embed_users(a.train_data, users), "mean")
+    chosen = R.retrievals(a.train_data, users)        # "i/task" -> the other items the app retrieves for item i
     out, t0 = [], time.time()
     for j, u in enumerate(users):
         au = Author(S.tok, u, vocab)
@@ -187,7 +221,9 @@ def train_examples(S, a, log_bg, vocab, tail: tuple[int, ...]) -> list[tuple]:
         profile = u["profile"]
         copies = {i for i, it in enumerate(profile[:a.items])      # another version of the item is in the profile
                   if a.no_duplicates and D.near_duplicate(it, profile[:i] + profile[i + 1:])}
-        out += [(k, *au.features(log_bg, i), au.follows(k, tail, i)) for i, k in ks if i not in copies]
+        tasks = [t for _ in profile[:a.items] for t in TASKS]       # ks's order: each item as each task
+        out += [(k, *au.features(log_bg, i), au.follows(k, tail, i), au.near(chosen[u["user"]][f"{i}/{t}"]))
+                for (i, k), t in zip(ks, tasks) if i not in copies]
         if j % 10 == 9:
             print(f"{j + 1}/{len(users)} training authors, {time.time() - t0:.0f} s", flush=True)
     return out
@@ -208,11 +244,16 @@ def scored_examples(S, a, authors: dict[str, Author], feats: dict, tail: tuple[i
             ks.append((kept(S, prompt["own"], ex.user, authors[ex.user].support),
                        kept(S, prompt["other"], other, authors[other].support)))
         torch.save(ks, f)
+    by = {u["user"]: u for u in S.users}
+    asked = R.request_table(a.data, [(u, o) for u in S.users for o in (u, by[S.split.shuffled[u["user"]]])])
+    js = [j for ex, j in zip(S.split.examples, C.query_indices(S.split.examples, S.users))
+          if ex.task in TASKS and j < a.queries]                     # the query each of slots.examples poses
     out = []
-    for ex, (own, oth) in zip(S.slots.examples, ks):
+    for ex, j, (own, oth) in zip(S.slots.examples, js, ks):
         other = S.split.shuffled[ex.user]
-        out.append((ex, own, feats[ex.user], authors[ex.user].follows(own, tail),
-                    oth, feats[other], authors[other].follows(oth, tail)))
+        near = {o: authors[o].near(asked[(ex.user, o)][f"{j}/{ex.task}"]) for o in (ex.user, other)}
+        out.append((ex, own, feats[ex.user], authors[ex.user].follows(own, tail), near[ex.user],
+                    oth, feats[other], authors[other].follows(oth, tail), near[other]))
     return out
 
 
@@ -222,6 +263,9 @@ def chat_drift(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats
     """Per author and everyday-chat anchor (hypernet_onnx.chat_anchors): NLL of the base model's own answer under
     p2p (the author's adapter at full strength), plain and with each head's bias, minus the base model's NLL."""
     from hypernet_onnx import chat_anchors
+    if any(h.near for h in heads.values()):
+        raise SystemExit("--chat: a head with near features needs the person's documents retrieved for each chat "
+                         "anchor, not written here")
     anchors = [chat_anchors.encode(S.tok, S.template, x, 4096) for x in chat_anchors.load()]
     base = [float(torch.nn.functional.nll_loss(*S.logp(x, None))) for x in anchors]
     rows = []
@@ -269,13 +313,13 @@ def generate(S, heads: dict[str, VocabHead], authors: dict[str, Author], feats: 
 @torch.no_grad()
 def score(heads: dict[str, VocabHead], scored: list[tuple]) -> list[dict]:
     rows = []
-    for i, (ex, own, (fo, ho), po, oth, (fx, hx), px) in enumerate(scored):
+    for i, (ex, own, (fo, ho), po, no, oth, (fx, hx), px, nx) in enumerate(scored):
         r = {"user": ex.user, "query": i, "task": ex.task}
         rows += [dict(r, method="none", nll=float(biased_nll(own, torch.zeros(()))))]
         rows += [dict(r, method="other-none", nll=float(biased_nll(oth, torch.zeros(()))))]
         for name, h in heads.items():
-            rows += [dict(r, method=name, nll=float(biased_nll(own, h(fo, ho, own, po)))),
-                     dict(r, method=f"{name}/other", nll=float(biased_nll(oth, h(fx, hx, oth, px))))]
+            rows += [dict(r, method=name, nll=float(biased_nll(own, h(fo, ho, own, po, no)))),
+                     dict(r, method=f"{name}/other", nll=float(biased_nll(oth, h(fx, hx, oth, px, nx))))]
     return rows
 
 
@@ -287,7 +331,8 @@ def main() -> None:
     ap.add_argument("--train-users", type=int, default=100)
     ap.add_argument("--items", type=int, default=6, help="leave-one-out targets per training author")
     ap.add_argument("--positional", default="0,1", help="heads to train: 0 per token, 1 per token and position, "
-                    "2 also per (previous token, token)")
+                    "2 also per (previous token, token), 3 and per (two previous tokens, token); a suffix n "
+                    "(2n) adds the near features: the counts in the items retrieved for the request")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--batch", type=int, default=8, help="examples per Adam step")
     ap.add_argument("--epochs", type=int, default=8)
@@ -343,7 +388,7 @@ def main() -> None:
 
     train = train_examples(S, a, log_bg, vocab, tail)
     print(f"{len(train)} training examples", flush=True)
-    kinds = {f"head-p{p}": int(p) for p in a.positional.split(",")}
+    kinds = {f"head-p{p}": p for p in a.positional.split(",")}
     heads = {name: VocabHead(p) for name, p in kinds.items()}
     opts = {name: torch.optim.Adam(h.parameters(), lr=a.lr) for name, h in heads.items()}
     epochs, best, t0 = [], {}, time.time()
@@ -354,7 +399,7 @@ def main() -> None:
                 for s in range(0, len(order), a.batch):
                     opts[name].zero_grad()
                     batch = [train[j] for j in order[s:s + a.batch]]
-                    loss = sum(biased_nll(k, h(f, has, k, fol)) for k, f, has, fol in batch) / len(batch)
+                    loss = sum(biased_nll(k, h(f, has, k, fol, nf)) for k, f, has, fol, nf in batch) / len(batch)
                     loss.backward()
                     opts[name].step()
         rows = score({"pmi": pmi, **heads}, scored)
@@ -369,7 +414,7 @@ def main() -> None:
                 best[name] = (own, epoch, {k: v.clone() for k, v in h.state_dict().items()})
     a.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({name: sd for name, (_, _, sd) in best.items()}, a.out.with_suffix(".pt"))
-    save(a, kinds={n: int(p) for n, p in kinds.items()}, chosen={n: e for n, (_, e, _) in best.items()}, epochs=epochs)
+    save(a, kinds=kinds, chosen={n: e for n, (_, e, _) in best.items()}, epochs=epochs)
     chosen = {n: e for n, (_, e, _) in best.items()}
     print(report(epochs, chosen) + "\n\nWithout the authors whose request is a near-duplicate:\n" +
           report(epochs, chosen, leave=near))
@@ -390,6 +435,7 @@ def words_head(head: VocabHead, log_bg: np.ndarray, max_total: float, hypernet_i
     """``head`` (per position) as app.words.WordsHead: the same function in numpy."""
     from app.words import WordsHead
     assert head.positional, "the app runs a head per position (head-p1, head-p2)"
+    assert not head.near, "the app does not count the documents retrieved for a request (yet)"
     sd = {k: v.detach().double().numpy() for k, v in head.state_dict().items()}
     return WordsHead(w=float(sd["w"]), w1=sd["mlp.0.weight"].T, b1=sd["mlp.0.bias"], w2=sd["mlp.2.weight"][0],
                      b2=float(sd["mlp.2.bias"][0]), log_bg=log_bg.astype(np.float32), max_total=float(max_total),

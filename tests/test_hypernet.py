@@ -359,6 +359,40 @@ def test_vocab_head_starts_at_the_pmi_bias_and_never_counts_the_target(tiny_cfg,
     assert (moved(f, has, {})[~has] == 0).all() and (moved(f, has, {})[has] != 0).all()
 
 
+def test_vocab_head_near_features_count_only_the_items_retrieved_for_the_request(tiny_cfg, sample_data):
+    """scripts/vocab_head.py's kind "2n": per token, its count in the items retrieved for the request and the share
+    of them holding it, nothing from the other items; a head of that kind reads them, one without does not."""
+    import torch
+    from hypernet_onnx.data import load_users
+    from hypernet_onnx.frozen_base import load_base
+    vb, vh = _script("vocab_bias"), _script("vocab_head")
+    _, tok, _, _ = load_base(tiny_cfg)
+    user = next(u for u in load_users(sample_data) if len(u["profile"]) > 2)
+    au = vh.Author(tok, user, len(tok))
+    idx = [1, 2]
+    near = au.near(idx).numpy()
+    s = au.support.numpy()
+    c = vb.token_counts(tok, [dict(user, profile=[user["profile"][i] for i in idx])], len(tok))[s]
+    d = sum(np.isin(s, au.items[i][0]) for i in idx)
+    assert np.allclose(near[:, 0], np.log1p(c) / 3) and np.allclose(near[:, 1], d / len(idx))
+    only_first = ~np.isin(s, np.concatenate([au.items[i][0] for i in idx]))
+    assert only_first.any() and (near[only_first] == 0).all()          # the other items' words: no near count
+
+    f, has = au.features(np.log(np.full(len(tok), 1 / len(tok))))
+    A = 3
+    k = {"s": torch.log_softmax(torch.randn(A, len(s)), -1), "h": torch.rand(A)}
+    follows = au.follows({"ti": torch.full((A,), -1)}, (0, 0))
+    torch.manual_seed(0)
+    with_near, without = vh.VocabHead("2n"), vh.VocabHead(2)
+    assert with_near.mlp[0].in_features == without.mlp[0].in_features + 2
+    with torch.no_grad():
+        for p in with_near.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    other = torch.tensor(near[::-1].copy())
+    assert not torch.allclose(with_near(f, has, k, follows, torch.tensor(near)), with_near(f, has, k, follows, other))
+    assert torch.equal(without(f, has, k, follows, torch.tensor(near)), without(f, has, k, follows, other))
+
+
 @pytest.mark.parametrize("kind", [1, 2, 3])
 def test_the_apps_words_head_is_the_trained_head_in_numpy(tiny_cfg, sample_data, tmp_path, kind):
     """app.words (what the app runs, numpy) against scripts/vocab_head.VocabHead (what was trained, torch), through
