@@ -64,6 +64,17 @@ def profile_chunks(user: dict) -> list[str]:
     return [c for chunks in item_chunks(user) for c in chunks]
 
 
+def _cached_block(cache: Path, own: Path, users: list[str]) -> dict[str, np.ndarray] | None:
+    """The users' vectors from the first cached block file holding all of them (``own``, their block's file,
+    first), or None."""
+    files = [g for g in cache.glob("block-*.npz") if not g.name.endswith(".tmp.npz")]
+    for g in sorted(files, key=lambda g: g != own):
+        data = np.load(g)
+        if all(u in data.files for u in users):
+            return {u: data[u] for u in users}
+    return None
+
+
 def embed_users(path: Path, users: list[dict], embedder=None, progress: bool = True) -> dict[str, np.ndarray]:
     """user id -> (n_chunks, 384) float16 embeddings, computed once and cached by block.
 
@@ -82,14 +93,9 @@ def embed_users(path: Path, users: list[dict], embedder=None, progress: bool = T
         block = users[start:start + BLOCK]
         key = hashlib.sha256(json.dumps([u["user"] for u in block]).encode()).hexdigest()[:12]
         f = cache / f"block-{key}.npz"
-        found = False
-        for g in [f] + sorted(set(cache.glob("block-*.npz")) - {f}):
-            data = np.load(g) if g.is_file() else None
-            if data is not None and all(u["user"] in data.files for u in block):
-                out.update({u["user"]: data[u["user"]] for u in block})
-                found = True
-                break
-        if found:
+        hit = _cached_block(cache, f, [u["user"] for u in block])
+        if hit is not None:
+            out.update(hit)
             continue
         if embedder is None:
             from app.embed import Embedder
