@@ -202,12 +202,13 @@ def kept(S, item, owner, support: torch.Tensor) -> dict:
     return {**keep(lp, tgt, support), "h": entropy(lp)}
 
 
-def train_examples(S, a, log_bg, vocab, tail: tuple[int, ...]) -> list[tuple]:
+def train_examples(S, a, log_bg, vocab, tail: tuple[int, ...], near: bool) -> list[tuple]:
     """(kept, features, has, follows) of the training authors' leave-one-out items (the kept log-probs computed
     once per author and cached)."""
     users = [u for u in D.load_users(a.train_data, a.bg_users + a.train_users)[a.bg_users:] if len(u["profile"]) > 1]
     loo = D.loo_inputs(users, D.embed_users(a.train_data, users), "mean")
-    chosen = R.retrievals(a.train_data, users)        # "i/task" -> the other items the app retrieves for item i
+    # "i/task" -> the other items the app retrieves for item i: retrieval (minutes uncached) only for a near head
+    chosen = R.retrievals(a.train_data, users) if near else None
     out, t0 = [], time.time()
     for j, u in enumerate(users):
         au = Author(S.tok, u, vocab)
@@ -222,7 +223,8 @@ def train_examples(S, a, log_bg, vocab, tail: tuple[int, ...]) -> list[tuple]:
         copies = {i for i, it in enumerate(profile[:a.items])      # another version of the item is in the profile
                   if a.no_duplicates and D.near_duplicate(it, profile[:i] + profile[i + 1:])}
         tasks = [t for _ in profile[:a.items] for t in TASKS]       # ks's order: each item as each task
-        out += [(k, *au.features(log_bg, i), au.follows(k, tail, i), au.near(chosen[u["user"]][f"{i}/{t}"]))
+        out += [(k, *au.features(log_bg, i), au.follows(k, tail, i),
+                 au.near(chosen[u["user"]][f"{i}/{t}"]) if near else None)
                 for (i, k), t in zip(ks, tasks) if i not in copies]
         if j % 10 == 9:
             print(f"{j + 1}/{len(users)} training authors, {time.time() - t0:.0f} s", flush=True)
@@ -386,9 +388,9 @@ def main() -> None:
             print(rouge_report(gen, against="p2p"))
         return
 
-    train = train_examples(S, a, log_bg, vocab, tail)
-    print(f"{len(train)} training examples", flush=True)
     kinds = {f"head-p{p}": p for p in a.positional.split(",")}
+    train = train_examples(S, a, log_bg, vocab, tail, near=any(p.endswith("n") for p in kinds.values()))
+    print(f"{len(train)} training examples", flush=True)
     heads = {name: VocabHead(p) for name, p in kinds.items()}
     opts = {name: torch.optim.Adam(h.parameters(), lr=a.lr) for name, h in heads.items()}
     epochs, best, t0 = [], {}, time.time()
