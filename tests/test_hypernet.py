@@ -473,3 +473,30 @@ def test_guided_greedy_adds_a_bias_computed_from_each_steps_log_probs(tiny_cfg):
     other = next(t for t in range(len(seen[0])) if t not in plain)
     forced = lambda lp: torch.where(torch.arange(len(lp)) == other, 1e4, 0.0)    # noqa: E731
     assert pg.guided_greedy(model, wrappers, 1.0, prompt, (None, None), 0.0, 6, stop=-1, bias=forced) == [other] * 6
+
+
+def test_knn_words_mixes_the_nearest_keys_votes_with_the_models_probability():
+    """scripts/knn_words.py: each position's k nearest keys vote for their values with softmax(-d^2 / T), and the
+    answer is scored under lambda p_knn + (1 - lambda) p; checked against a brute-force reading of the definition
+    (every key's distance, a dense vote over the vocabulary)."""
+    import torch
+    kw = _script("knn_words")
+    g = torch.Generator().manual_seed(0)
+    keys, vals = torch.randn(40, 6, generator=g), torch.randint(0, 5, (40,), generator=g)
+    h, tgt = torch.randn(7, 6, generator=g), torch.randint(0, 5, (7,), generator=g)
+    lp = torch.log_softmax(torch.randn(7, 5, generator=g), -1).gather(1, tgt[:, None])[:, 0].numpy()
+    d, m = kw.neighbours(h, tgt, (keys, vals))
+    assert d.shape == m.shape == (7, min(kw.TOP, 40)) and (np.diff(d, axis=1) >= 0).all()
+    side = {"d": d, "m": m, "lp": lp}
+    k, T, lam = 8, 3.0, 0.3
+    want = []
+    for a in range(7):
+        dist = ((keys - h[a]) ** 2).sum(1)
+        near = dist.argsort()[:k]
+        w = torch.softmax(-dist[near] / T, 0)
+        p_knn = torch.zeros(5).index_add_(0, vals[near], w)[tgt[a]]
+        want.append(-np.log(lam * float(p_knn) + (1 - lam) * np.exp(lp[a])))
+    assert abs(kw.knn_nll(side, k, T, lam, "lp") - np.mean(want)) < 1e-4
+    assert abs(kw.knn_nll(side, k, T, 0.0, "lp") + lp.mean()) < 1e-6          # lambda 0: the model alone
+    side["m"] = np.ones_like(m)                                                 # every neighbour votes the target
+    assert abs(kw.knn_nll(side, k, T, 1.0, "lp")) < 1e-6

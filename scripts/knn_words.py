@@ -1,0 +1,228 @@
+"""Do the person's documents predict their next token by context, beyond what their word counts say? (issue 11)
+
+The words head (app.words) reads what the documents say of a token and of the one or two before it. A kNN-LM
+(Khandelwal et al. 2020) reads the whole context instead: every answer position of the person's own items, posed
+as the two tasks, is a key (the model's last hidden state there, after the final norm: what llama.cpp returns as a
+token's embedding) with the token that follows as its value; at a request's answer position the k keys nearest the
+model's hidden state vote for their values, p_knn(v) = sum over those with value v of softmax(-d^2 / T), and the
+answer is scored under lambda p_knn + (1 - lambda) p, p the model's (the adapter's, or the adapter's with the
+words' bias: --head). Nothing is trained: a new person costs one forward pass over their items.
+
+Scored as vocab_head.py scores: each dev author's first query as both tasks, own adapter + own items' keys against
+the next author's adapter + theirs; (k, T, lambda) chosen on the first --select authors by own NLL, reported on the
+rest, again without the requests whose paper is, in another version, among the author's items
+(data.near_duplicate): copying such a paper is not how the person writes. Per position only the 64 nearest keys'
+squared distances and whether each one's value is the target are kept (runs/cache/knn-words), so the grid is
+arithmetic.
+
+    HF_HUB_OFFLINE=1 PYTHONPATH=. .venv/bin/python scripts/knn_words.py --users 90 --select 30 \
+        --head runs/s24/head-pairs-200.pt --out runs/s26/knn-90.json
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from person_guidance import add_arguments, save, setup  # noqa: E402
+from vocab_bias import log_background  # noqa: E402
+from vocab_ceiling import keep  # noqa: E402
+from vocab_head import Author, VocabHead, entropy  # noqa: E402
+
+from app.prompts import TASKS  # noqa: E402
+from hypernet_onnx import data as D  # noqa: E402
+from hypernet_onnx.frozen_base import collate  # noqa: E402
+from hypernet_onnx.model import set_lora  # noqa: E402
+from hypernet_onnx.stats import paired_bootstrap  # noqa: E402
+
+TOP = 64                      # neighbours kept per position
+
+
+@torch.no_grad()
+def states(S, item, owner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hidden (A, C), log-probs (A, V), targets (A,)) at the answer positions of ``item`` under ``owner``'s adapter
+    (a user id, or None: the base model)."""
+    set_lora(S.wrappers, None if owner is None else S.hyper(torch.tensor(S.profiles[owner])[None]), S.hyper.scale)
+    ids, mask, lm = collate([item], S.tok.pad_token_id or 0)
+    h = S.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state[0, :-1]    # (T-1, C)
+    at = lm[0, 1:] > 0                                                   # position t predicts token t+1
+    h = h[at].float()
+    lp = F.log_softmax(S.model.get_output_embeddings()(h).float(), -1)
+    return h, lp, ids[0, 1:][at]
+
+
+def datastore(S, user: dict, keys_under) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys (N, C), values (N,)): every answer position of the author's items posed as each task."""
+    ks, vs = [], []
+    for it in user["profile"]:
+        for task in TASKS:
+            h, _, tgt = states(S, S.enc(D.item_example(user["user"], task, it)), keys_under)
+            ks.append(h)
+            vs.append(tgt)
+    return torch.cat(ks), torch.cat(vs)
+
+
+def neighbours(h: torch.Tensor, tgt: torch.Tensor, store: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(A, TOP) squared distances to the nearest keys, ascending, and whether each key's value is the target."""
+    keys, vals = store
+    d = torch.cdist(h, keys).pow(2)                                      # (A, N)
+    d, j = d.topk(min(TOP, keys.shape[0]), dim=1, largest=False)
+    return d.numpy().astype(np.float32), (vals[j] == tgt[:, None]).numpy()
+
+
+@torch.no_grad()
+def words_lp(head: VocabHead, au: Author, feats, lp: torch.Tensor, tgt: torch.Tensor, tail) -> np.ndarray:
+    """(A,) the target's log-prob with the words head's bias added (vocab_ceiling.biased_nll, per position)."""
+    k = {**keep(lp, tgt, au.support), "h": entropy(lp)}
+    b = head(*feats, k, au.follows(k, tail))                             # (A, S)
+    s = k["s"]
+    outside = torch.log1p(-s.exp().sum(1).clamp(max=1 - 1e-6))
+    lse = torch.logaddexp(outside, torch.logsumexp(s + b, 1))
+    on = b.gather(1, k["ti"].clamp(min=0)[:, None])[:, 0]
+    return (k["t"] + torch.where(k["ti"] >= 0, on, torch.zeros(())) - lse).numpy()
+
+
+def knn_nll(side: dict, k: int, T: float, lam: float, base: str) -> float:
+    """Mean answer NLL of one scored side under lambda p_knn + (1 - lambda) p (p: ``base``, "lp" or "words")."""
+    d, m = side["d"][:, :k], side["m"][:, :k]
+    w = np.exp(-(d - d[:, :1]) / T)
+    p_knn = (w * m).sum(1) / w.sum(1)
+    p = np.exp(side[base])
+    return float(-np.log(lam * p_knn + (1 - lam) * p).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    ap.add_argument("--select", type=int, default=30, help="choose (k, T, lambda) on this many first authors")
+    ap.add_argument("--keys", choices=("own", "base"), default="own",
+                    help="the keys under the author's own adapter, or under the base model")
+    ap.add_argument("--head", type=Path, help="a vocab_head.py head (.pt); its head-p2 scored alone and under kNN")
+    ap.add_argument("--train-data", type=Path, default=D.DATA_DIR / "mlpapers-train.jsonl.gz")
+    ap.add_argument("--bg-users", type=int, default=600)
+    ap.add_argument("--chat", type=int, default=0, help="also the everyday-chat drift of the first N authors")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    S = setup(a)
+    cache = D.CACHE_DIR / "knn-words" / hashlib.sha256(a.hypernet.read_bytes()).hexdigest()[:12]
+    cache.mkdir(parents=True, exist_ok=True)
+    by = {u["user"]: u for u in S.users}
+    head = None
+    if a.head:
+        vocab = S.model.get_output_embeddings().weight.shape[0]
+        log_bg = log_background(S.tok, a.train_data, a.bg_users, vocab)
+        kinds = json.loads(a.head.with_suffix(".json").read_text())["kinds"]
+        head = VocabHead(kinds["head-p2"])
+        head.load_state_dict(torch.load(a.head)["head-p2"])
+        authors = {u: Author(S.tok, by[u], vocab) for u in by}
+        feats = {u: au.features(log_bg) for u, au in authors.items()}
+        ids, n = S.enc(S.slots.examples[0])
+        tail = tuple(int(t) for t in ids[n - 2:n])
+    stores, rows, t0 = {}, [], time.time()
+
+    def scored(item, owner: str) -> dict:
+        """What the grid needs of one answer under ``owner``'s adapter and keys: each position's neighbours (d, m),
+        the target's log-prob alone (lp) and with the owner's words (words, with --head)."""
+        if owner not in stores:
+            stores[owner] = datastore(S, by[owner], owner if a.keys == "own" else None)
+        h, lp, tgt = states(S, item, owner)
+        d, m = neighbours(h, tgt, stores[owner])
+        out = {"d": d, "m": m, "lp": lp.gather(1, tgt[:, None])[:, 0].numpy()}
+        if head is not None:
+            out["words"] = words_lp(head, authors[owner], feats[owner], lp, tgt, tail)
+        return out
+    for i, ex in enumerate(S.slots.examples):
+        f = cache / f"{ex.user[-16:]}-{i}-{ex.task}-{a.keys}.pt"
+        if f.is_file():
+            sides = torch.load(f, weights_only=False)
+        else:
+            sides = {}
+            for side, owner in (("own", ex.user), ("other", S.split.shuffled[ex.user])):
+                sides[side] = scored(S.enc(ex), owner)
+            torch.save(sides, f)
+        if i == 0:
+            d = sides["own"]["d"]
+            print(f"squared distances to the 1st / 4th / 16th / 64th nearest key (median over positions): "
+                  f"{np.median(d[:, 0]):.0f} / {np.median(d[:, 3]):.0f} / {np.median(d[:, 15]):.0f} / "
+                  f"{np.median(d[:, -1]):.0f}", flush=True)
+        rows.append((ex, sides))
+        if i % 20 == 19:
+            print(f"{i + 1}/{len(S.slots.examples)} requests, {time.time() - t0:.0f} s", flush=True)
+    chat = chat_sides(S, a, scored, cache) if a.chat else []
+    near = frozenset(u["user"] for u in S.users if any(D.near_duplicate(q, u["profile"]) for q in u["queries"][:a.queries]))
+    print(report(rows, a, [u["user"] for u in S.users], near, chat))
+
+
+def chat_sides(S, a, scored, cache: Path) -> list[dict]:
+    """Per author of the first --chat and everyday-chat anchor (hypernet_onnx.chat_anchors): the base model's own
+    answer under the author's adapter at full strength, with its neighbours among the author's keys, and its NLL
+    under the base model: what the kNN adds to the chat drift (issue 11: at most +0.05 nats in all)."""
+    from hypernet_onnx import chat_anchors
+    anchors = [chat_anchors.encode(S.tok, S.template, x, 4096) for x in chat_anchors.load()]
+    f = cache / f"chat-{len(anchors)}-{a.keys}{'-words' * bool(a.head)}.pt"
+    done = torch.load(f, weights_only=False) if f.is_file() else {}
+    base = [float(F.nll_loss(*S.logp(x, None))) for x in anchors]
+    out = []
+    for u in [u["user"] for u in S.users[:a.chat]]:
+        if u not in done:
+            done[u] = [scored(x, u) for x in anchors]
+            torch.save(done, f)
+        out += [dict(side, user=u, anchor=j, base=base[j]) for j, side in enumerate(done[u])]
+    return out
+
+
+def report(rows, a, users: list[str], near: frozenset, chat: list[dict]) -> str:
+    pick, held = set(users[:a.select]), users[a.select:]
+    bases = ["lp"] + (["words"] if "words" in rows[0][1]["own"] else [])
+    grid = list(itertools.product((4, 16, 64), (10.0, 30.0, 100.0, 300.0), (0.02, 0.05, 0.1, 0.2, 0.3)))
+    best = {}
+    for base in bases:
+        own = lambda k, T, lam: np.mean([knn_nll(s["own"], k, T, lam, base) for ex, s in rows if ex.user in pick])  # noqa: E731
+        best[base] = min(grid, key=lambda g: own(*g))
+        print(f"{base}: chosen k, T, lambda = {best[base]} (own NLL on the first {a.select} authors "
+              f"{own(*best[base]):.4f}; lambda 0: {own(4, 10.0, 0.0):.4f})", flush=True)
+    out = []
+    for base in bases:
+        k, T, lam = best[base]
+        for ex, s in rows:
+            r = {"user": ex.user, "query": 0, "task": ex.task}     # one request per author and task (--queries 1)
+            out += [dict(r, method=base, nll=knn_nll(s["own"], k, T, 0.0, base)),
+                    dict(r, method=f"{base}/other", nll=knn_nll(s["other"], k, T, 0.0, base)),
+                    dict(r, method=f"{base}+knn", nll=knn_nll(s["own"], k, T, lam, base)),
+                    dict(r, method=f"{base}+knn/other", nll=knn_nll(s["other"], k, T, lam, base))]
+    drift = ""
+    if chat:
+        drift = f"\neveryday chat drift ({len(chat)} answers, the adapter at full strength; minus the base model's NLL):"
+        for base in bases:
+            k, T, lam = best[base]
+            alone, knn = (np.mean([knn_nll(c, k, T, x, base) - c["base"] for c in chat]) for x in (0.0, lam))
+            drift += f" {base} {alone:+.4f}, {base}+knn {knn:+.4f};"
+        med = lambda ds: np.median(np.concatenate([d[:, 0] for d in ds]))              # noqa: E731
+        drift += (f" nearest key's squared distance, median over positions: chat {med([c['d'] for c in chat]):.0f}, "
+                  f"requests {med([s['own']['d'] for _, s in rows]):.0f}")
+    save(a, chosen={b: list(g) for b, g in best.items()}, rows=out)
+    f = lambda c: f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]"                               # noqa: E731
+    lines = ["| method | requests | task | own NLL | own − adapter alone [CI] | other − own [CI] |",
+             "|---|---|---|---|---|---|"]
+    for label, keep_users in (("all", set(held)), ("no near-dup", set(held) - near)):
+        rs = [r for r in out if r["user"] in keep_users]
+        for m in [b for b in bases] + [f"{b}+knn" for b in bases]:
+            for t in TASKS:
+                own = np.mean([r["nll"] for r in rs if r["method"] == m and r["task"] == t])
+                vs = f(paired_bootstrap(rs, m, "lp", t, "nll")) if m != "lp" else ""
+                lines.append(f"| {m} | {label} | {t} | {own:.3f} | {vs} | {f(paired_bootstrap(rs, m + '/other', m, t, 'nll'))} |")
+    return (f"held-out authors: {len(held)} ({len(set(held) - near)} without near-duplicates)\n" + "\n".join(lines)
+            + drift)
+
+
+if __name__ == "__main__":
+    main()
