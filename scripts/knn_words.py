@@ -71,6 +71,13 @@ def datastore(S, user: dict, keys_under) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(ks), torch.cat(vs)
 
 
+def retrieved_store(S, examples: list, keys_under) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys, values) of the examples given (the items the app's retrieval picks for one request, posed as its
+    task): a datastore whose cost does not grow with the person's documents."""
+    got = [states(S, S.enc(x), keys_under) for x in examples]
+    return torch.cat([h for h, _, _ in got]), torch.cat([t for _, _, t in got])
+
+
 def neighbours(h: torch.Tensor, tgt: torch.Tensor, store: tuple) -> tuple[np.ndarray, np.ndarray]:
     """(A, TOP) squared distances to the nearest keys, ascending, and whether each key's value is the target."""
     keys, vals = store
@@ -91,11 +98,14 @@ def words_lp(head: VocabHead, au: Author, feats, lp: torch.Tensor, tgt: torch.Te
     return (k["t"] + torch.where(k["ti"] >= 0, on, torch.zeros(())) - lse).numpy()
 
 
-def knn_nll(side: dict, k: int, T: float, lam: float, base: str) -> float:
-    """Mean answer NLL of one scored side under lambda p_knn + (1 - lambda) p (p: ``base``, "lp" or "words")."""
+def knn_nll(side: dict, k: int, T: float, lam: float, base: str, c: float = np.inf) -> float:
+    """Mean answer NLL of one scored side under lambda p_knn + (1 - lambda) p (p: ``base``, "lp" or "words"), the
+    kNN trusted only at positions whose nearest key is nearer than c (squared distance): elsewhere the context is
+    none the person's documents hold (everyday chat: MODEL_CARD), and p alone."""
     d, m = side["d"][:, :k], side["m"][:, :k]
     w = np.exp(-(d - d[:, :1]) / T)
     p_knn = (w * m).sum(1) / w.sum(1)
+    lam = lam * (d[:, 0] < c)                                            # (A,)
     p = np.exp(side[base])
     return float(-np.log(lam * p_knn + (1 - lam) * p).mean())
 
@@ -106,9 +116,15 @@ def main() -> None:
     ap.add_argument("--select", type=int, default=30, help="choose (k, T, lambda) on this many first authors")
     ap.add_argument("--keys", choices=("own", "base"), default="own",
                     help="the keys under the author's own adapter, or under the base model")
+    ap.add_argument("--store", choices=("all", "retrieved"), default="all", help="the keys of all the author's "
+                    "items posed as both tasks, or of the items retrieved for the request posed as its task")
     ap.add_argument("--head", type=Path, help="a vocab_head.py head (.pt); its head-p2 scored alone and under kNN")
     ap.add_argument("--train-data", type=Path, default=D.DATA_DIR / "mlpapers-train.jsonl.gz")
     ap.add_argument("--bg-users", type=int, default=600)
+    ap.add_argument("--no-duplicates", action="store_true", help="choose the grid without the authors whose request "
+                    "is a near-duplicate of one of their items: copying is not the person's way of writing")
+    ap.add_argument("--chosen", type=Path, help="score with the grid point an earlier run chose (its --out) instead of "
+                    "choosing: authors of another source (PEPs)")
     ap.add_argument("--chat", type=int, default=0, help="also the everyday-chat drift of the first N authors")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
@@ -129,25 +145,31 @@ def main() -> None:
         tail = tuple(int(t) for t in ids[n - 2:n])
     stores, rows, t0 = {}, [], time.time()
 
-    def scored(item, owner: str) -> dict:
+    def scored(item, owner: str, slot: int | None = None) -> dict:
         """What the grid needs of one answer under ``owner``'s adapter and keys: each position's neighbours (d, m),
-        the target's log-prob alone (lp) and with the owner's words (words, with --head)."""
-        if owner not in stores:
-            stores[owner] = datastore(S, by[owner], owner if a.keys == "own" else None)
+        the target's log-prob alone (lp) and with the owner's words (words, with --head). ``slot``: with --store
+        retrieved, the request's slot in S.slots (its keys: the owner's items retrieved for it, posed as its task)."""
+        under = owner if a.keys == "own" else None
+        if a.store == "retrieved" and slot is not None:
+            store = retrieved_store(S, [x for x, t in zip(S.slots.train, S.slots.train_slot) if t == slot], under)
+        else:
+            if owner not in stores:
+                stores[owner] = datastore(S, by[owner], under)
+            store = stores[owner]
         h, lp, tgt = states(S, item, owner)
-        d, m = neighbours(h, tgt, stores[owner])
+        d, m = neighbours(h, tgt, store)
         out = {"d": d, "m": m, "lp": lp.gather(1, tgt[:, None])[:, 0].numpy()}
         if head is not None:
             out["words"] = words_lp(head, authors[owner], feats[owner], lp, tgt, tail)
         return out
     for i, ex in enumerate(S.slots.examples):
-        f = cache / f"{ex.user[-16:]}-{i}-{ex.task}-{a.keys}.pt"
+        f = cache / f"{ex.user[-16:]}-{i}-{ex.task}-{a.keys}{'-retrieved' * (a.store == 'retrieved')}.pt"
         if f.is_file():
             sides = torch.load(f, weights_only=False)
         else:
             sides = {}
             for side, owner in (("own", ex.user), ("other", S.split.shuffled[ex.user])):
-                sides[side] = scored(S.enc(ex), owner)
+                sides[side] = scored(S.enc(ex), owner, getattr(S.slots, side)[i])
             torch.save(sides, f)
         if i == 0:
             d = sides["own"]["d"]
@@ -181,45 +203,56 @@ def chat_sides(S, a, scored, cache: Path) -> list[dict]:
 
 
 def report(rows, a, users: list[str], near: frozenset, chat: list[dict]) -> str:
-    pick, held = set(users[:a.select]), users[a.select:]
+    pick, held = set(users[:a.select]) - (near if a.no_duplicates else set()), users[a.select:]
     bases = ["lp"] + (["words"] if "words" in rows[0][1]["own"] else [])
-    grid = list(itertools.product((4, 16, 64), (10.0, 30.0, 100.0, 300.0), (0.02, 0.05, 0.1, 0.2, 0.3)))
-    best = {}
-    for base in bases:
-        own = lambda k, T, lam: np.mean([knn_nll(s["own"], k, T, lam, base) for ex, s in rows if ex.user in pick])  # noqa: E731
+    grid = list(itertools.product((4, 16, 64), (10.0, 30.0, 100.0, 300.0), (0.02, 0.05, 0.1, 0.2, 0.3, 0.5),
+                                 (100.0, 200.0, 300.0, 500.0, 700.0, 1000.0, np.inf)))
+    best = {b: tuple(g) for b, g in json.loads(a.chosen.read_text())["chosen"].items()} if a.chosen else {}
+    for base in [b for b in bases if b not in best]:
+        own = lambda k, T, lam, c: np.mean([knn_nll(s["own"], k, T, lam, base, c) for ex, s in rows if ex.user in pick])  # noqa: E731
         best[base] = min(grid, key=lambda g: own(*g))
-        print(f"{base}: chosen k, T, lambda = {best[base]} (own NLL on the first {a.select} authors "
-              f"{own(*best[base]):.4f}; lambda 0: {own(4, 10.0, 0.0):.4f})", flush=True)
+        print(f"{base}: chosen k, T, lambda, c = {best[base]} (own NLL on the first {a.select} authors "
+              f"{own(*best[base]):.4f}; lambda 0: {own(4, 10.0, 0.0, np.inf):.4f})", flush=True)
     out = []
     for base in bases:
-        k, T, lam = best[base]
+        k, T, lam, c = best[base]
         for ex, s in rows:
             r = {"user": ex.user, "query": 0, "task": ex.task}     # one request per author and task (--queries 1)
             out += [dict(r, method=base, nll=knn_nll(s["own"], k, T, 0.0, base)),
                     dict(r, method=f"{base}/other", nll=knn_nll(s["other"], k, T, 0.0, base)),
-                    dict(r, method=f"{base}+knn", nll=knn_nll(s["own"], k, T, lam, base)),
-                    dict(r, method=f"{base}+knn/other", nll=knn_nll(s["other"], k, T, lam, base))]
+                    dict(r, method=f"{base}+knn", nll=knn_nll(s["own"], k, T, lam, base, c)),
+                    dict(r, method=f"{base}+knn/other", nll=knn_nll(s["other"], k, T, lam, base, c))]
     drift = ""
     if chat:
         drift = f"\neveryday chat drift ({len(chat)} answers, the adapter at full strength; minus the base model's NLL):"
         for base in bases:
-            k, T, lam = best[base]
-            alone, knn = (np.mean([knn_nll(c, k, T, x, base) - c["base"] for c in chat]) for x in (0.0, lam))
+            k, T, lam, c = best[base]
+            alone, knn = (np.mean([knn_nll(x, k, T, l, base, c) - x["base"] for x in chat]) for l in (0.0, lam))
             drift += f" {base} {alone:+.4f}, {base}+knn {knn:+.4f};"
         med = lambda ds: np.median(np.concatenate([d[:, 0] for d in ds]))              # noqa: E731
         drift += (f" nearest key's squared distance, median over positions: chat {med([c['d'] for c in chat]):.0f}, "
                   f"requests {med([s['own']['d'] for _, s in rows]):.0f}")
     save(a, chosen={b: list(g) for b, g in best.items()}, rows=out)
     f = lambda c: f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]"                               # noqa: E731
-    lines = ["| method | requests | task | own NLL | own − adapter alone [CI] | other − own [CI] |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | requests | task | own NLL | own − adapter alone [CI] | other − own [CI] | own − without kNN [CI] "
+             "| gap − gap without kNN [CI] |", "|---|---|---|---|---|---|---|---|"]
     for label, keep_users in (("all", set(held)), ("no near-dup", set(held) - near)):
         rs = [r for r in out if r["user"] in keep_users]
+        by = {(r["user"], r["task"], r["method"]): r["nll"] for r in rs}
         for m in [b for b in bases] + [f"{b}+knn" for b in bases]:
             for t in TASKS:
                 own = np.mean([r["nll"] for r in rs if r["method"] == m and r["task"] == t])
                 vs = f(paired_bootstrap(rs, m, "lp", t, "nll")) if m != "lp" else ""
-                lines.append(f"| {m} | {label} | {t} | {own:.3f} | {vs} | {f(paired_bootstrap(rs, m + '/other', m, t, 'nll'))} |")
+                line = f"| {m} | {label} | {t} | {own:.3f} | {vs} | {f(paired_bootstrap(rs, m + '/other', m, t, 'nll'))} |"
+                if m.endswith("+knn"):                       # the kNN's own part: against its base, paired
+                    b = m[:-4]
+                    gap = lambda x, u: by[(u, t, x + "/other")] - by[(u, t, x)]                        # noqa: E731
+                    change = [dict(user=u, query=0, task=t, method=x, nll=v) for u in keep_users
+                              for x, v in (("change", gap(m, u) - gap(b, u)), ("zero", 0.0))]
+                    line += f" {f(paired_bootstrap(rs, m, b, t, 'nll'))} | {f(paired_bootstrap(change, 'change', 'zero', t, 'nll'))} |"
+                else:
+                    line += " | |"
+                lines.append(line)
     return (f"held-out authors: {len(held)} ({len(set(held) - near)} without near-duplicates)\n" + "\n".join(lines)
             + drift)
 
