@@ -35,7 +35,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from person_guidance import add_arguments, save, setup  # noqa: E402
 from vocab_bias import log_background  # noqa: E402
-from vocab_ceiling import keep  # noqa: E402
+from vocab_ceiling import biased_logprob, keep  # noqa: E402
 from vocab_head import Author, VocabHead, entropy  # noqa: E402
 
 from app.prompts import TASKS  # noqa: E402
@@ -88,14 +88,9 @@ def neighbours(h: torch.Tensor, tgt: torch.Tensor, store: tuple) -> tuple[np.nda
 
 @torch.no_grad()
 def words_lp(head: VocabHead, au: Author, feats, lp: torch.Tensor, tgt: torch.Tensor, tail) -> np.ndarray:
-    """(A,) the target's log-prob with the words head's bias added (vocab_ceiling.biased_nll, per position)."""
+    """(A,) the target's log-prob with the words head's bias added, as vocab_head.py scores it."""
     k = {**keep(lp, tgt, au.support), "h": entropy(lp)}
-    b = head(*feats, k, au.follows(k, tail))                             # (A, S)
-    s = k["s"]
-    outside = torch.log1p(-s.exp().sum(1).clamp(max=1 - 1e-6))
-    lse = torch.logaddexp(outside, torch.logsumexp(s + b, 1))
-    on = b.gather(1, k["ti"].clamp(min=0)[:, None])[:, 0]
-    return (k["t"] + torch.where(k["ti"] >= 0, on, torch.zeros(())) - lse).numpy()
+    return biased_logprob(k, head(*feats, k, au.follows(k, tail))).numpy()
 
 
 def knn_nll(side: dict, k: int, T: float, lam: float, base: str, c: float = np.inf) -> float:

@@ -45,13 +45,17 @@ def keep(lp: torch.Tensor, tgt: torch.Tensor, support: torch.Tensor) -> dict:
 def biased_nll(k: dict, b: torch.Tensor) -> torch.Tensor:
     """Mean NLL per answer token with the bias b added to the logits on the support: one bias for every position
     (S,), or one per position (A, S)."""
+    return -biased_logprob(k, b).mean()
+
+
+def biased_logprob(k: dict, b: torch.Tensor) -> torch.Tensor:
+    """(A,) each answer token's log-prob with the bias b added to the logits on the support (see biased_nll)."""
     s = k["s"]                                                             # (A, S) log-probs, lse already 0
     b = b.expand_as(s)                                                     # (A, S)
     outside = torch.log1p(-s.exp().sum(1).clamp(max=1 - 1e-6))           # (A,) log mass off the support
     lse = torch.logaddexp(outside, torch.logsumexp(s + b, 1))             # (A,)
     on = b.gather(1, k["ti"].clamp(min=0)[:, None])[:, 0]                 # (A,) the target's bias, if on S
-    t = k["t"] + torch.where(k["ti"] >= 0, on, torch.zeros(()))
-    return (lse - t).mean()
+    return k["t"] + torch.where(k["ti"] >= 0, on, torch.zeros(())) - lse
 
 
 def main() -> None:
