@@ -4,7 +4,7 @@ with two versions of the code), with the evaluation's paired bootstrap over user
 
     python scripts/paired.py runs/s7/peps-rag:rag runs/s7/old-peps-rag:rag
 
-Prints, per task and metric, mean(A) - mean(B) [95% CI]. Refuses runs on other data or other users.
+Prints, per task and metric (ROUGE-1, ROUGE-L, NLL), mean(A) - mean(B) [95% CI]. Refuses runs on other data or other users.
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def main(argv: list[str]) -> None:
         sys.exit("the runs cover different users or queries")
     print(f"{argv[0]} - {argv[1]} on {data_a}, {len({r['user'] for r in a})} users")
     for t in TASKS:
-        for k in ("rougeL", "nll"):
-            if any(r[k] is None for r in a + b):
+        for k in ("rouge1", "rougeL", "nll"):
+            if any(r.get(k) is None for r in a + b):          # older runs kept no ROUGE-1; NLL-only runs no ROUGE
                 continue
             d = paired_bootstrap(a + b, "A", "B", t, k)
             print(f"  {t:<9} {k:<7} {d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]")
