@@ -60,20 +60,9 @@ def states(S, item, owner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return h, lp, ids[0, 1:][at]
 
 
-def datastore(S, user: dict, keys_under) -> tuple[torch.Tensor, torch.Tensor]:
-    """(keys (N, C), values (N,)): every answer position of the author's items posed as each task."""
-    ks, vs = [], []
-    for it in user["profile"]:
-        for task in TASKS:
-            h, _, tgt = states(S, S.enc(D.item_example(user["user"], task, it)), keys_under)
-            ks.append(h)
-            vs.append(tgt)
-    return torch.cat(ks), torch.cat(vs)
-
-
-def retrieved_store(S, examples: list, keys_under) -> tuple[torch.Tensor, torch.Tensor]:
-    """(keys, values) of the examples given (the items the app's retrieval picks for one request, posed as its
-    task): a datastore whose cost does not grow with the person's documents."""
+def datastore(S, examples: list, keys_under) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys (N, C), values (N,)): every answer position of the examples given, under ``keys_under``'s adapter (a
+    user id, or None: the base model)."""
     got = [states(S, S.enc(x), keys_under) for x in examples]
     return torch.cat([h for h, _, _ in got]), torch.cat([t for _, _, t in got])
 
@@ -145,11 +134,12 @@ def main() -> None:
         the target's log-prob alone (lp) and with the owner's words (words, with --head). ``slot``: with --store
         retrieved, the request's slot in S.slots (its keys: the owner's items retrieved for it, posed as its task)."""
         under = owner if a.keys == "own" else None
-        if a.store == "retrieved" and slot is not None:
-            store = retrieved_store(S, [x for x, t in zip(S.slots.train, S.slots.train_slot) if t == slot], under)
-        else:
+        if a.store == "retrieved" and slot is not None:     # the items retrieved for the request, as its task
+            store = datastore(S, [x for x, t in zip(S.slots.train, S.slots.train_slot) if t == slot], under)
+        else:                                                # every item of the author, as each task
             if owner not in stores:
-                stores[owner] = datastore(S, by[owner], under)
+                stores[owner] = datastore(S, [D.item_example(owner, task, it) for it in by[owner]["profile"]
+                                              for task in TASKS], under)
             store = stores[owner]
         h, lp, tgt = states(S, item, owner)
         d, m = neighbours(h, tgt, store)
