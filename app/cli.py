@@ -112,6 +112,10 @@ def import_(ctx, paths, no_adapt):
     data = summary.as_dict()
     if not no_adapt and t.adapter_stale():
         data["adapter"] = t.adapt().as_dict()
+    if not no_adapt:                 # the new documents' contexts (app.knn), so no answer waits for them
+        bar, cb = _progress_bar("reading contexts", unit="document")
+        t.contexts(compute=True, progress=cb)
+        bar.close()
 
     def human(d):
         click.echo(f"imported {d['imported']}, unchanged {d['unchanged']}, duplicates {d['duplicates']}, "

@@ -75,6 +75,7 @@ class Tailor:
         self._engine = None
         self._spec = None
         self._words: tuple[str, object] | None = None   # (profile fingerprint, app.words.Words or None)
+        self._contexts: tuple | None = None   # (profile fingerprint, app.knn.Contexts or None, all keys in it)
         self._other_embeddings_dropped = False    # once per process: an embedder upgrade means a restart
         self._lock = threading.RLock()    # model objects are built once, whichever thread asks first
         self._extractor: Extractor | None = None
@@ -157,6 +158,32 @@ class Tailor:
                 words = of_store(head, self.store, lambda t: eng.tokenize(t, special=False)) if head else None
                 self._words = (fingerprint, words)
             return self._words[1]
+
+    def contexts(self, compute: bool = False, progress=None):
+        """The person's contexts (app.knn.Contexts) from their titled documents as they are now; None with no
+        titled document or a hypernetwork without its knn.json beside it. A document's keys are computed once
+        under the base model and cached by content (home/cache/knn): ``compute`` computes those missing (the app
+        does so in the background after an import, the CLI after `import`); without it an answer takes the keys
+        there are and never waits for a pass over the documents."""
+        with self._lock:
+            fingerprint = self.store.profile_fingerprint("knn")
+            have = self._contexts
+            if have is not None and have[0] == fingerprint and (have[2] or not compute):
+                return have[1]
+            from .knn import KnnConfig, of_documents
+            from .retrieval import EXAMPLE_CHUNKS, without_heading
+            cfg = KnnConfig.beside(self.hypernet)
+            if cfg is None:
+                self._contexts = (fingerprint, None, True)
+                return None
+            docs = [d | {"text": without_heading(d["text"], d["title"])}
+                    for d in self.store.titled_documents(EXAMPLE_CHUNKS)]
+            eng = self.engine
+            with eng.detached():                     # the keys are the base model's
+                contexts, complete = of_documents(cfg, docs, eng, self.model_path.name, self.home / "cache" / "knn",
+                                                  compute, progress)
+            self._contexts = (fingerprint, contexts, complete)
+            return contexts
 
     @property
     def engine_loaded(self) -> bool:
@@ -331,6 +358,8 @@ class Tailor:
         if words and active is not None and not items and not sources:
             person = self.words()
             bias = person.processor(strength) if person is not None else None
+            contexts = self.contexts() if bias is not None else None
+            bias = contexts.processor(bias) if contexts is not None else bias
         return build(turns), sources, bias, active, strength
 
     def _examples(self, task: tuple[str, str, str], k: int) -> tuple[list[dict], list[dict]]:

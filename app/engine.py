@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,12 @@ from .models import ModelError
 from .prompts import ANSWER_TOKENS, render_chat
 
 # a logit bias (app.words): (token ids so far, one step's logits (V,)) -> logits, as llama-cpp-python calls a
-# LogitsProcessor
-Bias = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# LogitsProcessor; one with ``needs_hidden`` (app.knn) takes the step's last hidden state (C,) as a third argument
+Bias = Callable[..., np.ndarray]
+
+
+def needs_hidden(bias: Bias | None) -> bool:
+    return bool(getattr(bias, "needs_hidden", False))
 
 
 class PromptTooLongError(ValueError):
@@ -112,6 +117,17 @@ class Engine:
             self.scale = float(scale)
             self._apply()
 
+    @contextmanager
+    def detached(self):
+        """The base model for the block (the adapter stays loaded and comes back at its strength after)."""
+        with self._lock:
+            scale = self.scale
+            self.set_scale(0.0)
+            try:
+                yield self
+            finally:
+                self.set_scale(scale)
+
     def _apply(self) -> None:
         lc = self._llama_cpp
         if self._adapter and self.scale != 0.0:
@@ -168,22 +184,33 @@ class Engine:
                                          f"{self.llm.n_ctx()}: shorten it (or ask with fewer passages, --k)")
             if s.temperature > 0:
                 self.llm.set_seed(s.seed if s.seed is not None else secrets.randbits(31))
+            processor = bias
+            if needs_hidden(bias):
+                # the prompt but its last token decoded with embeddings off (on, llama.cpp would output every
+                # prompt token); generate then finds that prefix cached and decodes the rest with them on
+                self.llm.eval(tokens[:-1])
+                self._embeddings(True)
+                processor = lambda ids, logits: bias(ids, logits, self._hidden(-1))     # noqa: E731
             pending = b""
-            for i, tok in enumerate(self.llm.generate(
-                    tokens, temp=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
-                    repeat_penalty=s.repeat_penalty, presence_penalty=s.presence_penalty,
-                    frequency_penalty=s.frequency_penalty, reset=True,
-                    logits_processor=None if bias is None else [bias])):
-                if tok == self.eos or self.stop_event.is_set() or i >= min(max_tokens, budget):
-                    break
-                if usage is not None:
-                    usage["completion_tokens"] += 1
-                pending += self.llm.detokenize([tok], special=False)
-                try:
-                    piece, pending = pending.decode("utf-8"), b""
-                except UnicodeDecodeError:
-                    continue  # a multi-byte character split over tokens: wait for the rest
-                yield piece
+            try:
+                for i, tok in enumerate(self.llm.generate(
+                        tokens, temp=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
+                        repeat_penalty=s.repeat_penalty, presence_penalty=s.presence_penalty,
+                        frequency_penalty=s.frequency_penalty, reset=True,
+                        logits_processor=None if processor is None else [processor])):
+                    if tok == self.eos or self.stop_event.is_set() or i >= min(max_tokens, budget):
+                        break
+                    if usage is not None:
+                        usage["completion_tokens"] += 1
+                    pending += self.llm.detokenize([tok], special=False)
+                    try:
+                        piece, pending = pending.decode("utf-8"), b""
+                    except UnicodeDecodeError:
+                        continue  # a multi-byte character split over tokens: wait for the rest
+                    yield piece
+            finally:
+                if processor is not bias:
+                    self._embeddings(False)
 
     def complete(self, prompt: str, **kw) -> Generation:
         t0 = time.perf_counter()
@@ -208,14 +235,51 @@ class Engine:
             self.llm.eval(tokens)
             return np.array(self.llm.scores[:len(tokens)], dtype=np.float32)
 
+    def _embeddings(self, on: bool) -> None:
+        self._llama_cpp.llama_set_embeddings(self.llm._ctx.ctx, on)
+
+    def _hidden(self, i: int) -> np.ndarray:
+        """(C,) the last hidden state (after the final norm) of output ``i`` of the last decode (embeddings on)."""
+        ptr = self._llama_cpp.llama_get_embeddings_ith(self.llm._ctx.ctx, i)
+        if not ptr:
+            raise RuntimeError(f"llama.cpp holds no hidden state for output {i}")
+        return np.ctypeslib.as_array(ptr, shape=(self.spec.n_embd,)).copy()
+
+    def hidden_states(self, prompt_tokens: list[int], target_tokens: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(hidden (T, C), logits (T, V) or None without ``logits_all``) at the positions that predict each target
+        token, under the current adapter: the prompt but its last token decoded with embeddings off, the rest
+        with them on (llama.cpp then outputs every token of a batch)."""
+        with self._lock:
+            self._clear_cache()
+            self.llm.eval(prompt_tokens[:-1])
+            rest = prompt_tokens[-1:] + target_tokens[:-1]
+            hidden = []
+            self._embeddings(True)
+            try:
+                for i in range(0, len(rest), self.llm.n_batch):
+                    chunk = rest[i:i + self.llm.n_batch]
+                    self.llm.eval(chunk)
+                    hidden += [self._hidden(j) for j in range(len(chunk))]
+            finally:
+                self._embeddings(False)
+            n = len(prompt_tokens)
+            logits = (np.array(self.llm.scores[n - 1:n - 1 + len(rest)], dtype=np.float32)
+                      if self.llm._logits_all else None)
+            return np.stack(hidden), logits
+
     def nll(self, prompt_tokens: list[int], target_tokens: list[int],
             bias: Bias | None = None) -> float:
         """Mean negative log-likelihood per target token, under the current adapter (and ``bias``, as stream
         applies it)."""
-        logits = self.logits(prompt_tokens + target_tokens)[len(prompt_tokens) - 1:-1]
+        if needs_hidden(bias):
+            hidden, logits = self.hidden_states(prompt_tokens, target_tokens)
+            step = lambda ids, row, i: bias(ids, row, hidden[i])                       # noqa: E731
+        else:
+            logits = self.logits(prompt_tokens + target_tokens)[len(prompt_tokens) - 1:-1]
+            step = lambda ids, row, i: bias(ids, row)                                  # noqa: E731
         if bias is not None:        # each step sees the tokens before it, as in decoding
             ids = np.asarray(prompt_tokens + target_tokens, dtype=np.intc)
-            logits = np.stack([bias(ids[:len(prompt_tokens) + i], row) for i, row in enumerate(logits)])
+            logits = np.stack([step(ids[:len(prompt_tokens) + i], row, i) for i, row in enumerate(logits)])
         logits = logits.astype(np.float64)
         logz = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
         return float(np.mean(logz - logits[np.arange(len(target_tokens)), target_tokens]))

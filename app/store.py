@@ -317,6 +317,18 @@ class Store:
             return out
         return self.read(q)
 
+    def titled_documents(self, max_chunks: int) -> list[dict]:
+        """Every imported document with a title, newest first, as documents_of_chunks gives them (title and the
+        text of its first ``max_chunks`` chunks): the person's items as whole (title, text) pairs (app.knn)."""
+        def q(c: sqlite3.Connection) -> list[dict]:
+            docs = c.execute("SELECT id, path, title FROM documents WHERE status = 'ok' AND COALESCE(title, '') != '' "
+                             "ORDER BY updated_at DESC, id DESC").fetchall()
+            return [{"document_id": d, "path": path, "title": title,
+                     "text": " ".join(r[0] for r in c.execute(
+                         "SELECT text FROM chunks WHERE document_id = ? ORDER BY idx LIMIT ?", (d, max_chunks)))}
+                    for d, path, title in docs]
+        return self.read(q)
+
     def keyword_search(self, query: str, k: int) -> list[int]:
         terms = [t for t in "".join(ch if ch.isalnum() else " " for ch in query.lower()).split() if len(t) > 2]
         if not terms:

@@ -70,19 +70,21 @@ def load(path: Path | None = None) -> list[dict]:
     return rows
 
 
-def chat_nll(engine, anchors: list[dict], app_strength: bool = True, words=None) -> list[float]:
+def chat_nll(engine, anchors: list[dict], app_strength: bool = True, words=None, contexts=None) -> list[float]:
     """Per anchor, the mean NLL per token of the base model's answer under the engine's current adapter (with
     its end-of-turn token where the base model ended the answer, as the evaluation's task NLLs count it; not
     after an answer cut at MAX_TOKENS). ``app_strength``: at the strength the app gives that request
     (prompts.request_strength of the engine's strength: what a person's chat gets); False: at the engine's
     strength itself (the adapter's own drift, what training has to fix)."""
-    strength = engine.scale      # ``words`` (app.words.Words): the person's words at the strength applied
+    strength = engine.scale      # ``words`` (app.words.Words): the person's words at the strength applied, then
+    #                              ``contexts`` (app.knn.Contexts, with words only) as Tailor._prepare applies them
     out = []
     try:
         for a in anchors:
             if app_strength and engine.adapter_path is not None:
                 engine.set_scale(request_strength(a["prompt"], strength))
             bias = words.processor(engine.scale) if words is not None and engine.adapter_path is not None else None
+            bias = contexts.processor(bias) if contexts is not None and bias is not None else bias
             out.append(engine.nll(engine.tokenize(engine.chat_prompt(messages(a["prompt"]))),
                                   engine.tokenize(a["answer"] + ("<|im_end|>" if a["ended"] else "")), bias))
     finally:

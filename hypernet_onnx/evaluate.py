@@ -6,7 +6,8 @@ Methods: base, rag, p2p, p2p+rag, p2p-shuffled, mt-lora, oppu (see MODEL_CARD.md
 p2p+rag-shuffled: rag / p2p+rag with the next user's retrieved items (and adapter) instead of the person's own;
 mt-lora+rag: the shared LoRA shown the person's own items, the fair control for p2p+rag (what a person runs);
 p2p+words (-shuffled): p2p with the person's (the next user's) words, app.words, as the app applies them to a
-request without documents in its prompt.
+request without documents in its prompt; p2p+words+knn (-shuffled): and their contexts after the words, app.knn
+(keys of their items under the base model, cached per item under the workdir).
 Per method and task: ROUGE-1/ROUGE-L of the greedy answer (rouge-score, stemmed),
 mean per-token NLL of the gold answer, and seconds per user to personalize.
 Paired bootstrap 95% CIs (resampling users) for p2p - base, p2p - mt-lora, p2p+rag - mt-lora+rag and each
@@ -44,13 +45,14 @@ from hypernet_onnx.stats import paired_bootstrap
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ALL_METHODS = ["base", "rag", "p2p", "p2p+rag", "p2p-shuffled", "mt-lora", "oppu", "rag-shuffled", "p2p+rag-shuffled",
-               "mt-lora+rag", "p2p+words", "p2p+words-shuffled"]
+               "mt-lora+rag", "p2p+words", "p2p+words-shuffled", "p2p+words+knn", "p2p+words+knn-shuffled"]
 MT_LORA_METHODS = {"mt-lora", "mt-lora+rag"}
-HYPERNET_METHODS = {"p2p", "p2p+rag", "p2p-shuffled", "p2p+rag-shuffled", "p2p+words", "p2p+words-shuffled"}
+HYPERNET_METHODS = {"p2p", "p2p+rag", "p2p-shuffled", "p2p+rag-shuffled", "p2p+words", "p2p+words-shuffled",
+                    "p2p+words+knn", "p2p+words+knn-shuffled"}
 # each "-shuffled" method is its method with everything personal taken from the NEXT user (adapter, words and/or
 # retrieved items): own - shuffled is how much of the method's gain needs this person's own documents
 PERSON_PAIRS = [("p2p", "p2p-shuffled"), ("rag", "rag-shuffled"), ("p2p+rag", "p2p+rag-shuffled"),
-                ("p2p+words", "p2p+words-shuffled")]
+                ("p2p+words", "p2p+words-shuffled"), ("p2p+words+knn", "p2p+words+knn-shuffled")]
 MAX_TOKENS = {"headline": 32, "writing": 160}
 MAX_PROMPT_TOKENS = 1400         # long abstracts in the headline prompt are cut to fit the context
 NLL_MAX_TARGET = 256
@@ -124,6 +126,18 @@ class Evaluator:
             raise SystemExit(f"p2p+words needs the words head beside {self.hyper.path} (trained with its adapters)")
         return of_store(self.words_head, store, lambda t: self.engine.tokenize(t, special=False))
 
+    def contexts(self, store: Store):
+        """The person's contexts as the app builds them (app.knn.of_documents over Store.titled_documents, as
+        Tailor.contexts), each item's keys under the base model, cached by content under the workdir."""
+        from app.knn import KnnConfig, of_documents
+        cfg = KnnConfig.beside(self.hyper)
+        if cfg is None:
+            raise SystemExit(f"p2p+words+knn needs knn.json beside {self.hyper.path} (chosen with its adapters)")
+        docs = [d | {"text": retrieval.without_heading(d["text"], d["title"])}
+                for d in store.titled_documents(retrieval.EXAMPLE_CHUNKS)]
+        with self.engine.detached():
+            return of_documents(cfg, docs, self.engine, self.engine.model_path.name, self.workdir / "knn")[0]
+
     def score(self, task: str, q: dict, items: list[dict], bias=None) -> dict:
         """``bias``: the person's words (Words.processor), added to the logits of decoding and NLL alike."""
         prompt = self.prompt_for(task, q, items)
@@ -137,12 +151,12 @@ class Evaluator:
         row["nll"] = self.engine.nll(self.engine.tokenize(prompt), target, bias)
         return row
 
-    def chat_rows(self, method: str, user: str, key: tuple, words=None) -> list[dict]:
+    def chat_rows(self, method: str, user: str, key: tuple, words=None, contexts=None) -> list[dict]:
         """The chat drift's rows (task "chat", one per anchor) for the adapter now set (and ``words``, the person's
         words, at the strength each anchor gets); computed once per adapter and words."""
         if key not in self._chat_nll:
             self._chat_nll[key] = chat_anchors.chat_nll(self.engine, self.anchors, app_strength=not self.chat_full,
-                                                        words=words)
+                                                        words=words, contexts=contexts)
         return [{"method": method, "user": user, "query": i, "task": "chat", "rouge1": None, "rougeL": None,
                  "nll": v, "output": None} for i, v in enumerate(self._chat_nll[key])]
 
@@ -164,6 +178,8 @@ class Evaluator:
                 t = time.perf_counter()
                 prepared[u["user"]]["words"] = self.words(store)
                 prepared[u["user"]]["t_p2p+words"] = prepared[u["user"]]["t_p2p"] + time.perf_counter() - t
+            if any("knn" in m for m in methods):
+                prepared[u["user"]]["knn"] = self.contexts(store)
         ids = [u["user"] for u in users]
         shuffled = {uid: ids[(i + 1) % len(ids)] for i, uid in enumerate(ids)}
         sec: dict[str, list[float]] = {m: [] for m in methods}
@@ -173,6 +189,7 @@ class Evaluator:
                 src = prepared[shuffled[u["user"]]] if m.endswith("-shuffled") else p   # whose adapter and items
                 adapter, t_pers = None, 0.0
                 words = src["words"] if "words" in m else None
+                contexts = src["knn"] if "knn" in m else None
                 if m in HYPERNET_METHODS:
                     adapter, t_pers = src["p2p"], p["t_p2p+words" if words else "t_p2p"]
                 elif m in MT_LORA_METHODS:
@@ -186,8 +203,10 @@ class Evaluator:
                 self.engine.set_adapter(adapter, scale)
                 sec[m].append(t_pers)
                 rows += self.chat_rows(m, u["user"], (str(adapter) if adapter else None, scale if adapter else None,
-                                                      id(words) if words else None), words)
+                                                      id(words) if words else None, id(contexts) if contexts else None),
+                                       words, contexts)
                 bias = words.processor(scale) if words else None
+                bias = contexts.processor(bias) if contexts is not None and bias is not None else bias
                 for qi, q in enumerate(u["queries"] if self.tasks else []):
                     for task in TASKS:
                         items = self.retrieve(src["store"], q, task) if "rag" in m else []

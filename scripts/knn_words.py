@@ -38,6 +38,7 @@ from vocab_bias import log_background  # noqa: E402
 from vocab_ceiling import biased_logprob, keep  # noqa: E402
 from vocab_head import Author, VocabHead, entropy  # noqa: E402
 
+from app.knn import vote  # noqa: E402
 from app.prompts import TASKS  # noqa: E402
 from hypernet_onnx import data as D  # noqa: E402
 from hypernet_onnx.frozen_base import collate  # noqa: E402
@@ -87,8 +88,7 @@ def knn_nll(side: dict, k: int, T: float, lam: float, base: str, c: float = np.i
     kNN trusted only at positions whose nearest key is nearer than c (squared distance): elsewhere the context is
     none the person's documents hold (everyday chat: MODEL_CARD), and p alone."""
     d, m = side["d"][:, :k], side["m"][:, :k]
-    w = np.exp(-(d - d[:, :1]) / T)
-    p_knn = (w * m).sum(1) / w.sum(1)
+    p_knn = (vote(d, T) * m).sum(1)                                      # the app's vote (app.knn)
     lam = lam * (d[:, 0] < c)                                            # (A,)
     p = np.exp(side[base])
     return float(-np.log(lam * p_knn + (1 - lam) * p).mean())

@@ -54,10 +54,13 @@ def test_evaluate_every_method(full_run, data_file):
     assert set(res["ci"]) == {"p2p - base", "p2p - mt-lora",       # mt-lora: the fair control
                               "p2p+rag - mt-lora+rag",             # ... and with the person's examples
                               "p2p - p2p-shuffled", "rag - rag-shuffled", "p2p+rag - p2p+rag-shuffled",
-                              "p2p+words - p2p+words-shuffled"}
-    # the person's words (app.words) change p2p's answers, and are the person's own (the next user's differ)
+                              "p2p+words - p2p+words-shuffled", "p2p+words+knn - p2p+words+knn-shuffled"}
+    # the person's words (app.words) change p2p's answers, and are the person's own (the next user's differ);
+    # so do their contexts (app.knn) after the words
     for t in ("headline", "writing"):
         assert ms["p2p+words"][t]["nll"] != ms["p2p"][t]["nll"] != ms["p2p+words-shuffled"][t]["nll"]
+        assert ms["p2p+words+knn"][t]["nll"] != ms["p2p+words"][t]["nll"]
+        assert ms["p2p+words+knn"][t]["nll"] != ms["p2p+words+knn-shuffled"][t]["nll"]
     assert res["mt_lora"].startswith("mt.gguf sha256:")
     for t in ("headline", "writing"):
         own, shuf, base = (ms[m][t]["nll"] for m in ("p2p", "p2p-shuffled", "base"))
@@ -91,6 +94,7 @@ def test_evaluate_every_method(full_run, data_file):
     assert chat[("p2p+rag-shuffled", users[0])] == chat[("p2p", users[1])]
     assert chat[("p2p", users[0])] != chat[("p2p", users[1])]
     assert chat[("p2p+words-shuffled", users[0])] == chat[("p2p+words", users[1])] != chat[("p2p", users[1])]
+    assert chat[("p2p+words+knn-shuffled", users[0])] == chat[("p2p+words+knn", users[1])]
     assert chat[("mt-lora+rag", users[0])] == chat[("mt-lora", users[1])]      # one shared adapter for all
     assert res["chat"]["oppu"]["nll"] == pytest.approx(np.mean(chat[("oppu", users[0])] + chat[("oppu", users[1])]))
     assert "Everyday chat" in (out / "results.md").read_text()

@@ -88,6 +88,13 @@ def adapt(t, report) -> dict:
     return {"adapter": result.as_dict(), "snapshot": snapshot(t)}
 
 
+def build_contexts(t, report) -> dict:
+    """The keys of documents imported since the last build (app.knn), so no answer waits for them; cached per
+    document, so this is quick when nothing is new."""
+    ctx = t.contexts(compute=True, progress=lambda i, n, what: report((i, n, what)))
+    return {"keys": 0 if ctx is None else len(ctx)}
+
+
 def forget(ids: list[int]):
     """Forget documents. The core regenerates the adapter from what remains after each one."""
     def job(t, report):

@@ -332,6 +332,7 @@ class ProfilePanel(QWidget):
             self.apply_snapshot(out["snapshot"])
             self._show_adapter(out["snapshot"]["adapter"] or a, a["ms"].get("total"))
             emit(self.adapterReady, a)
+            self.runner.submit(jobs.build_contexts)       # the new documents' contexts, before the next answer
             self._again()
 
         def failed(msg):
