@@ -54,12 +54,21 @@ def _bench(t, runs: int) -> dict:
     words = t.words()                    # counted from the store: once per set of documents
     words_ms = (time.perf_counter() - t0) * 1000
     with_words = eng.complete(prompt, max_tokens=128, bias=words.processor(1.0)) if words else None
+    t0 = time.perf_counter()
+    contexts = t.contexts(compute=True) if words else None     # every document's keys: one pass each, then cached
+    keys_ms = (time.perf_counter() - t0) * 1000
+    with_contexts = (eng.complete(prompt, max_tokens=128, bias=contexts.processor(words.processor(1.0)))
+                     if contexts else None)
     out["decode_tokens_per_s"] = {"with_adapter": round(with_adapter.tokens_per_s, 1),
                                   "without": round(without.tokens_per_s, 1),
                                   "ratio": round(with_adapter.tokens_per_s / max(without.tokens_per_s, 1e-9), 3),
                                   "goal_ratio": 0.9,
-                                  "with_adapter_and_words": round(with_words.tokens_per_s, 1) if words else None}
+                                  "with_adapter_and_words": round(with_words.tokens_per_s, 1) if words else None,
+                                  "with_adapter_words_and_contexts": round(with_contexts.tokens_per_s, 1)
+                                  if contexts else None}
     out["words"] = {"count_ms": round(words_ms, 1), "tokens": len(words) if words else 0}
+    out["contexts"] = {"build_ms": round(keys_ms, 1), "keys": len(contexts) if contexts else 0,
+                       "documents": len(t.store.titled_documents(1))}
     out["embedding"] = embedding_bench(t)
     return out
 

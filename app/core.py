@@ -171,19 +171,24 @@ class Tailor:
             if have is not None and have[0] == fingerprint and (have[2] or not compute):
                 return have[1]
             from .knn import KnnConfig, of_documents
-            from .retrieval import EXAMPLE_CHUNKS, without_heading
             cfg = KnnConfig.beside(self.hypernet)
             if cfg is None:
                 self._contexts = (fingerprint, None, True)
                 return None
-            docs = [d | {"text": without_heading(d["text"], d["title"])}
-                    for d in self.store.titled_documents(EXAMPLE_CHUNKS)]
             eng = self.engine
             with eng.detached():                     # the keys are the base model's
-                contexts, complete = of_documents(cfg, docs, eng, self.model_path.name, self.home / "cache" / "knn",
+                cache = self.home / "cache" / "knn" / self.model_path.name
+                for folder in (cache.parent.parent, cache.parent, cache):
+                    ensure_private_dir(folder)
+                contexts, complete = of_documents(cfg, self._titled_documents(), eng, self.model_path.name, cache,
                                                   compute, progress)
             self._contexts = (fingerprint, contexts, complete)
             return contexts
+
+    def _titled_documents(self) -> list[dict]:
+        """The person's titled documents as their contexts pose them (without the title's heading)."""
+        from .retrieval import EXAMPLE_CHUNKS, without_heading
+        return [d | {"text": without_heading(d["text"], d["title"])} for d in self.store.titled_documents(EXAMPLE_CHUNKS)]
 
     @property
     def engine_loaded(self) -> bool:
@@ -223,6 +228,10 @@ class Tailor:
                 str(self._engine.adapter_path) in {a["path"] for a in tainted}:
             self._engine.set_adapter(None)
         self.store.vacuum()
+        with self._lock:                   # its contexts (app.knn): the cached keys hold its tokens
+            from .knn import prune
+            self._contexts = None
+            prune(self.home / "cache" / "knn", self._titled_documents())
         return ForgetResult(doc.path, [a["version"] for a in tainted], self.adapt() if self.adapter_stale() else None)
 
     # --- adapter -----------------------------------------------------------------

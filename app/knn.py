@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,7 +169,8 @@ def of_documents(cfg: KnnConfig, documents: list[dict], engine, model_id: str, c
                 continue
             k, v = document_keys(engine, d["title"], d["text"])
             tmp = path.with_name(path.stem + ".tmp.npz")
-            np.savez(tmp, keys=k, values=v)
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                np.savez(f, keys=k, values=v)       # the owner's only, as everything in the data dir
             tmp.replace(path)                         # whole or absent, whatever happens
         keys.append(k[:MAX_KEYS - n])
         values.append(v[:MAX_KEYS - n])
@@ -178,3 +180,18 @@ def of_documents(cfg: KnnConfig, documents: list[dict], engine, model_id: str, c
     if not keys:
         return None, complete
     return Contexts(np.concatenate(keys).astype(np.float32), np.concatenate(values), cfg), complete
+
+
+def prune(root: Path, documents: list[dict]) -> int:
+    """Delete the cached keys (under ``root``, one folder per base model) of every document not in
+    ``documents``: a forgotten document's keys hold its tokens (the values), so nothing of it may stay."""
+    gone = 0
+    for folder in (root.iterdir() if root.is_dir() else ()):
+        if not folder.is_dir():
+            continue
+        keep = {keys_name(folder.name, d["title"], d["text"]) for d in documents}
+        for f in folder.iterdir():
+            if f.name not in keep:
+                f.unlink(missing_ok=True)
+                gone += 1
+    return gone

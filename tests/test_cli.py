@@ -66,6 +66,7 @@ def test_cli_errors_are_one_line(home):
 def test_bench_reports_every_number_and_leaves_the_store_alone(home):
     r = run("import", str(SAMPLES / "packaging"))
     assert r.exit_code == 0, r.output
+    assert len(list((home / "cache" / "knn").rglob("*.npz"))) == 4     # import reads each document's contexts
     before = json.loads(run("info").stdout)["adapters"]
     out = json.loads(run("bench", "--runs", "2").stdout)
     swap = out["adapter_swap_ms"]
@@ -75,6 +76,8 @@ def test_bench_reports_every_number_and_leaves_the_store_alone(home):
     assert out["decode_tokens_per_s"]["with_adapter"] > 0 and out["decode_tokens_per_s"]["without"] > 0
     assert out["decode_tokens_per_s"]["with_adapter_and_words"] > 0                  # the person's words, timed
     assert out["words"]["tokens"] > 100 and out["words"]["count_ms"] > 0
+    assert out["decode_tokens_per_s"]["with_adapter_words_and_contexts"] > 0      # and their contexts (app.knn)
+    assert out["contexts"]["documents"] == 6 and out["contexts"]["keys"] > 100 * 6 and out["contexts"]["build_ms"] > 0
     emb = out["embedding"]
     assert emb["chunks"] == 256 and emb["onnx_chunks_per_s"] > 0
     assert set(emb["sentence_transformers_by_batch"]) == {"8", "32"}

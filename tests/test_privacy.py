@@ -115,10 +115,11 @@ def test_everything_at_rest_is_owner_only(home, embedder, hypernet, spec):
         t.import_paths([SAMPLES / "packaging"])
         t.adapt()
         t.adapt()
+        assert len(t.contexts(compute=True)) > 0                   # the documents' keys (app.knn), cached
         t.settings.rag = True
         t.save_settings()
         files = {p.name: p for p in home.rglob("*")}
-        assert {"tailor.db", "tailor.db-wal", "tailor.db-shm", "settings.json", "adapters"} <= set(files)
+        assert {"tailor.db", "tailor.db-wal", "tailor.db-shm", "settings.json", "adapters", "knn"} <= set(files)
         assert mode(home) == 0o700 and mode(home / "adapters") == 0o700
         for p in home.rglob("*"):
             assert mode(p) == (0o700 if p.is_dir() else 0o600), (p, oct(mode(p)))
@@ -169,6 +170,8 @@ def test_forget_leaves_no_trace_anywhere(tmp_path, tailor, home):
     needles = [sentence.encode(), sentence.encode("utf-16-le")] + [w.encode() for w in words] + \
         [w.lower().encode() for w in words]
     assert _grep(home, [sentence.encode()])                       # it is there before
+    contexts = home / "cache" / "knn"
+    assert tailor.contexts(compute=True) is not None and len(list(contexts.rglob("*.npz"))) == 5
 
     before = {a["version"]: a["path"] for a in tailor.store.adapters()}
     result = tailor.forget(str(secret)).as_dict()
@@ -177,6 +180,11 @@ def test_forget_leaves_no_trace_anywhere(tmp_path, tailor, home):
     assert result["adapter"]["version"] == max(before) + 1          # regenerated from what remains
     assert {d["path"] for d in tailor.docs()} == {str(p) for p in (SAMPLES / "packaging").iterdir()
                                                    if p.suffix == ".md"}
+
+    from app.knn import keys_name
+    kept = {keys_name(f.parent.name, d["title"], d["text"]) for f in contexts.rglob("*.npz")
+            for d in tailor._titled_documents()}
+    assert len(list(contexts.rglob("*.npz"))) == 4 and {f.name for f in contexts.rglob("*.npz")} <= kept  # its keys
 
     def no_trace():
         assert _grep(home, needles) == []
