@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -176,7 +177,7 @@ class Tailor:
                 self._contexts = (fingerprint, None, True)
                 return None
             eng = self.engine
-            with eng.detached():                     # the keys are the base model's
+            with eng.detached() if compute else nullcontext():     # keys computed are the base model's
                 cache = self.home / "cache" / "knn" / self.model_path.name
                 for folder in (cache.parent.parent, cache.parent, cache):
                     ensure_private_dir(folder)
